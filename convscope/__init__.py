@@ -1,0 +1,26 @@
+"""convscope: a convolutional neural network you can build, train and look inside, in NumPy."""
+
+__version__ = "0.1.0"
+
+from convscope.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax  # noqa: E402
+from convscope.model import Sequential  # noqa: E402
+from convscope.model_file import ModelFileError, load_model  # noqa: E402
+from convscope.optim import SGD, Adam  # noqa: E402
+
+load = load_model
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "MaxPool2D",
+    "ModelFileError",
+    "ReLU",
+    "Sequential",
+    "Softmax",
+    "load",
+    "load_model",
+]

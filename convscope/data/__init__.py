@@ -1,0 +1,46 @@
+"""Data sets as (N, H, W, C) float32 images in [0, 1] and (N,) int64 class ids."""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from convscope.data.digits import load_digits_split
+from convscope.data.idx import DataFormatError, load_idx_pair, read_idx
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+DIGIT_CLASSES = [str(d) for d in range(10)]
+DATASETS = ("digits", "mnist", "fashion-mnist")
+
+
+class Dataset(NamedTuple):
+    images: np.ndarray  # (N, H, W, C) float32 in [0, 1]
+    labels: np.ndarray  # (N,) int64
+    class_names: list
+
+
+def load(name: str, data_dir=None, split: str = "train") -> Dataset:
+    """Load a data set by name: 'digits' (bundled, offline), 'mnist' or 'fashion-mnist' (IDX files,
+    gz or plain, in `data_dir`)."""
+    if name == "digits":
+        x, y = load_digits_split(split)
+        return Dataset(x, y, DIGIT_CLASSES)
+    if name in ("mnist", "fashion-mnist"):
+        if data_dir is None:
+            raise ValueError(f"data set {name!r} needs data_dir: the folder holding its IDX files")
+        x, y = load_idx_pair(data_dir, split)
+        return Dataset(x, y, FASHION_MNIST_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES)
+    raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+
+
+__all__ = ["DATASETS", "DataFormatError", "Dataset", "load", "read_idx"]

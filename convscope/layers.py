@@ -1,0 +1,319 @@
+"""Layers: thin classes that hold parameters and gradients and call their op pair.
+
+Every layer follows one protocol:
+- `build(input_shape, rng) -> output_shape` creates parameters (shapes exclude the batch axis);
+- `forward(x, training=False, rng=None) -> y` remembers what its backward pass needs;
+- `backward(dy, need_dx=True) -> dx` fills `grads` (same names as `params`);
+- `get_config() -> dict` holds the constructor's arguments, so `layer_from_config` can rebuild it.
+"""
+
+import math
+
+import numpy as np
+
+from convscope import ops
+
+ACTIVATIONS = (None, "relu", "softmax")
+
+
+def _pair(value, what: str, layer: str) -> tuple[int, int]:
+    """2 -> (2, 2); (3, 5) -> (3, 5); anything else is an error naming the layer."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+
+
+def _positive_int(value, what: str, layer: str) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
+
+
+def _check_activation(activation, layer: str):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{layer}: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return activation
+
+
+def _uniform_init(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+    """PyTorch's default for Conv2d and Linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class Layer:
+    """Base class: no parameters, output shape equals input shape."""
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.input_shape = None
+        self.output_shape = None
+        self.name = None
+        self._cache = None
+
+    def build(self, input_shape, rng: np.random.Generator):
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        return self.output_shape
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    @property
+    def built(self) -> bool:
+        return self.output_shape is not None
+
+    def count_params(self) -> int:
+        return sum(int(p.size) for p in self.params.values())
+
+    def get_config(self) -> dict:
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _WithActivation(Layer):
+    """A layer whose output may go through a fused ReLU or softmax (Keras' `activation=`)."""
+
+    def __init__(self, activation):
+        super().__init__()
+        self.activation = _check_activation(activation, type(self).__name__)
+        self._activation_cache = None
+        self._activated = None
+
+    def _activate(self, z, activate: bool):
+        """Apply the activation (skipped when the model asks for logits before a final softmax)."""
+        self._activated = self.activation if activate else None
+        if self._activated == "relu":
+            y, self._activation_cache = ops.relu_forward(z)
+        elif self._activated == "softmax":
+            y, self._activation_cache = ops.softmax_forward(z)
+        else:
+            y = z
+        return y
+
+    def _activation_backward(self, dy):
+        if self._activated == "relu":
+            return ops.relu_backward(dy, self._activation_cache)
+        if self._activated == "softmax":
+            return ops.softmax_backward(dy, self._activation_cache)
+        return dy
+
+
+class Conv2D(_WithActivation):
+    """`filters` kernels of shape (kernel_size, kernel_size, C_in) -> a `filters`-channel block.
+
+    Input (N, H, W, C_in), output (N, H_out, W_out, filters); parameters
+    `weight` (kh, kw, C_in, filters) and `bias` (filters,).
+    """
+
+    def __init__(self, filters, kernel_size=3, stride=1, padding="same", activation=None, use_bias=True):
+        super().__init__(activation)
+        self.filters = _positive_int(filters, "filters", "Conv2D")
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
+        self.stride = _positive_int(stride, "stride", "Conv2D")
+        try:
+            self.padding = ops.resolve_padding(padding, self.kernel_size, self.stride)
+        except ValueError as error:
+            raise ValueError(f"Conv2D: {error}") from None
+        self.padding_arg = padding
+        self.use_bias = bool(use_bias)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2D needs (H, W, C) inputs, got shape {input_shape}")
+        try:
+            return ops.conv_output_shape(
+                input_shape, self.kernel_size, self.stride, self.padding, self.filters
+            )
+        except ValueError as error:
+            raise ValueError(f"Conv2D: {error}") from None
+
+    def build(self, input_shape, rng):
+        output_shape = super().build(input_shape, rng)
+        kh, kw = self.kernel_size
+        c_in = self.input_shape[2]
+        fan_in = kh * kw * c_in
+        self.params["weight"] = _uniform_init(rng, (kh, kw, c_in, self.filters), fan_in)
+        if self.use_bias:
+            self.params["bias"] = _uniform_init(rng, (self.filters,), fan_in)
+        return output_shape
+
+    def forward(self, x, training=False, rng=None, activate=True):
+        z, self._cache = ops.conv2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding
+        )
+        return self._activate(z, activate)
+
+    def backward(self, dy, need_dx=True):
+        dz = self._activation_backward(dy)
+        dx, dw, db = ops.conv2d_backward(dz, self._cache, need_dx=need_dx)
+        self.grads["weight"] = dw
+        if self.use_bias:
+            self.grads["bias"] = db
+        return dx
+
+    def get_config(self):
+        return {
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "stride": self.stride,
+            "padding": self.padding_arg,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+        }
+
+
+class MaxPool2D(Layer):
+    """Max over pool_size windows moved by stride (default: pool_size, no overlap). No parameters."""
+
+    def __init__(self, pool_size=2, stride=None):
+        super().__init__()
+        self.pool_size = _pair(pool_size, "pool_size", "MaxPool2D")
+        if stride is None and self.pool_size[0] != self.pool_size[1]:
+            raise ValueError(f"MaxPool2D: a non-square pool_size {self.pool_size} needs an explicit stride")
+        self.stride = self.pool_size[0] if stride is None else _positive_int(stride, "stride", "MaxPool2D")
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"MaxPool2D needs (H, W, C) inputs, got shape {input_shape}")
+        try:
+            return ops.pool_output_shape(input_shape, self.pool_size, self.stride)
+        except ValueError as error:
+            raise ValueError(f"MaxPool2D: {error}") from None
+
+    def forward(self, x, training=False, rng=None):
+        y, self._cache = ops.maxpool2d_forward(x, self.pool_size, self.stride)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.maxpool2d_backward(dy, self._cache)
+
+    def get_config(self):
+        return {"pool_size": list(self.pool_size), "stride": self.stride}
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H * W * C), in row-major (h, w, c) order."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False, rng=None):
+        y, self._cache = ops.flatten_forward(x)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.flatten_backward(dy, self._cache)
+
+
+class Dense(_WithActivation):
+    """Fully connected: (N, D_in) -> (N, units). Parameters `weight` (D_in, units), `bias` (units,)."""
+
+    def __init__(self, units, activation=None, use_bias=True):
+        super().__init__(activation)
+        self.units = _positive_int(units, "units", "Dense")
+        self.use_bias = bool(use_bias)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"Dense needs flat (D,) inputs, got shape {input_shape}: put a Flatten() before it"
+            )
+        return (self.units,)
+
+    def build(self, input_shape, rng):
+        output_shape = super().build(input_shape, rng)
+        fan_in = self.input_shape[0]
+        self.params["weight"] = _uniform_init(rng, (fan_in, self.units), fan_in)
+        if self.use_bias:
+            self.params["bias"] = _uniform_init(rng, (self.units,), fan_in)
+        return output_shape
+
+    def forward(self, x, training=False, rng=None, activate=True):
+        z, self._cache = ops.dense_forward(x, self.params["weight"], self.params.get("bias"))
+        return self._activate(z, activate)
+
+    def backward(self, dy, need_dx=True):
+        dz = self._activation_backward(dy)
+        dx, dw, db = ops.dense_backward(dz, self._cache, need_dx=need_dx)
+        self.grads["weight"] = dw
+        if self.use_bias:
+            self.grads["bias"] = db
+        return dx
+
+    def get_config(self):
+        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+
+
+class ReLU(Layer):
+    """max(x, 0), element-wise."""
+
+    def forward(self, x, training=False, rng=None):
+        y, self._cache = ops.relu_forward(x)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.relu_backward(dy, self._cache)
+
+
+class Softmax(Layer):
+    """Logits (N, K) -> class probabilities (N, K), each row summing to 1."""
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"Softmax needs flat (K,) inputs, got shape {input_shape}")
+        return input_shape
+
+    def forward(self, x, training=False, rng=None):
+        y, self._cache = ops.softmax_forward(x)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.softmax_backward(dy, self._cache)
+
+
+class Dropout(Layer):
+    """In training, zero each value with probability `rate` and scale the rest by 1 / (1 - rate);
+    at inference, pass values through unchanged."""
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def forward(self, x, training=False, rng=None):
+        if not training or self.rate == 0.0:
+            self._cache = None
+            return x
+        if rng is None:
+            raise ValueError("Dropout: training needs an explicit numpy Generator (rng=...)")
+        y, self._cache = ops.dropout_forward(x, self.rate, rng)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.dropout_backward(dy, self._cache)
+
+    def get_config(self):
+        return {"rate": self.rate}
+
+
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, ReLU, Softmax, Dropout)}
+
+
+def layer_from_config(entry: dict) -> Layer:
+    """{"type": "Conv2D", "config": {...}} -> a new, unbuilt layer."""
+    kind = entry.get("type")
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    return LAYER_TYPES[kind](**entry.get("config", {}))

@@ -1,0 +1,304 @@
+"""Sequential: layers stacked in order, built lazily from the first input shape."""
+
+import numpy as np
+
+from convscope import layers as layers_module
+from convscope.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from convscope.ops import softmax
+from convscope.optim import get_optimizer
+
+
+def check_images(x, input_shape=None, what="x") -> np.ndarray:
+    """A finite float32 (N, H, W, C) batch matching `input_shape` (H, W, C), or a ValueError."""
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{what} must be a numeric array, got dtype {x.dtype}")
+    expected = "(N, H, W, C)" if input_shape is None else f"(N, {', '.join(map(str, input_shape))})"
+    if x.ndim != 4:
+        hint = " (add a channel axis: x[..., None])" if x.ndim == 3 else ""
+        raise ValueError(f"{what} must have shape {expected}, got shape {x.shape}{hint}")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"{what} must have shape {expected}, got shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return x
+
+
+def check_labels(y, n: int, num_classes: int, what="y") -> np.ndarray:
+    """Integer class ids of shape (n,) in [0, num_classes), or a ValueError."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},) (one class id per image), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"{what} must hold integer class ids, got dtype {y.dtype}")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"{what} must hold class ids in [0, {num_classes}), got values from {y.min()} to {y.max()}"
+        )
+    return y.astype(np.int64, copy=False)
+
+
+class Sequential:
+    """A stack of layers. Images in are (N, H, W, C) float32; the output is (N, num_classes).
+
+    The model's output may end with a softmax (a `Softmax()` layer or `activation="softmax"`);
+    training always uses the logits before it with a fused softmax cross-entropy.
+    """
+
+    def __init__(self, layers=None, input_shape=None, seed=0, class_names=None, name="sequential"):
+        self.layers = []
+        self.seed = int(seed)
+        self.name = name
+        self.class_names = list(class_names) if class_names is not None else None
+        self.input_shape = None
+        self.optimizer = None
+        for layer in layers or []:
+            self.add(layer)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def add(self, layer):
+        if not isinstance(layer, layers_module.Layer):
+            raise TypeError(f"Sequential takes layers, got {type(layer).__name__}")
+        if self.built:
+            raise ValueError("cannot add layers to a model that is already built")
+        self.layers.append(layer)
+
+    # building and introspection
+
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def build(self, input_shape):
+        """Create every layer's parameters for inputs of shape (H, W, C), seeded by `self.seed`."""
+        input_shape = tuple(int(d) for d in input_shape)
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape}")
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        rng = np.random.default_rng(self.seed)
+        counts: dict[str, int] = {}
+        shape = input_shape
+        for index, layer in enumerate(self.layers):
+            kind = type(layer).__name__.lower()
+            layer.name = kind if kind not in counts else f"{kind}_{counts[kind]}"
+            counts[kind] = counts.get(kind, 0) + 1
+            try:
+                shape = layer.build(shape, rng)
+            except ValueError as error:
+                raise ValueError(f"layer {index} ({layer.name}): {error}") from None
+        if len(shape) != 1:
+            raise ValueError(f"the model must end with a flat (num_classes,) output, got {shape}")
+        self.input_shape = input_shape
+        return self
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].output_shape if self.built else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.output_shape[0]
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError("the model is not built yet: call build((H, W, C)) or fit it first")
+
+    def count_params(self) -> int:
+        self._require_built()
+        return sum(layer.count_params() for layer in self.layers)
+
+    def summary(self, print_fn=print) -> str:
+        """A Keras-style table: layer (type), output shape, parameter count; then the totals."""
+        self._require_built()
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer in self.layers:
+            shape = "(None, " + ", ".join(str(d) for d in layer.output_shape) + ")"
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
+        widths = [max(len(r[i]) for r in rows) + 3 for i in range(3)]
+        line = "=" * sum(widths)
+
+        def fmt(row):
+            return row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2]
+
+        total = self.count_params()
+        text = "\n".join(
+            [f'Model: "{self.name}"', line, fmt(rows[0]), line]
+            + [fmt(r) for r in rows[1:]]
+            + [line, f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0"]
+        )
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def state_dict(self) -> dict:
+        """Parameters by PyTorch-style name ('0.weight', '0.bias', '3.weight', ...), not copies."""
+        self._require_built()
+        return {
+            f"{index}.{name}": param
+            for index, layer in enumerate(self.layers)
+            for name, param in layer.params.items()
+        }
+
+    def gradients(self) -> dict:
+        """The gradients of the last backward pass, named like `state_dict()`."""
+        return {
+            f"{index}.{name}": grad
+            for index, layer in enumerate(self.layers)
+            for name, grad in layer.grads.items()
+        }
+
+    def load_state_dict(self, state: dict):
+        """Copy parameters in by name; names, shapes and the set of keys must match exactly."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(f"state_dict mismatch: missing {missing}, unexpected {extra}")
+        for key, param in own.items():
+            value = np.asarray(state[key])
+            if value.shape != param.shape:
+                raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, expected {param.shape}")
+            param[...] = value
+        return self
+
+    def get_config(self) -> dict:
+        self._require_built()
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "seed": self.seed,
+            "class_names": self.class_names,
+            "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        layers = [layers_module.layer_from_config(entry) for entry in config["layers"]]
+        return cls(
+            layers,
+            input_shape=config["input_shape"],
+            seed=config.get("seed", 0),
+            class_names=config.get("class_names"),
+            name=config.get("name", "sequential"),
+        )
+
+    # forward and backward
+
+    def _softmax_head(self) -> str | None:
+        """'layer' if the model ends in a Softmax layer, 'activation' if in activation='softmax'."""
+        last = self.layers[-1]
+        if isinstance(last, layers_module.Softmax):
+            return "layer"
+        if getattr(last, "activation", None) == "softmax":
+            return "activation"
+        return None
+
+    def forward_logits(self, x, training=False, rng=None):
+        """(N, H, W, C) -> logits (N, num_classes): every layer but a final softmax."""
+        head = self._softmax_head()
+        body = self.layers[:-1] if head == "layer" else self.layers
+        for layer in body:
+            if head == "activation" and layer is self.layers[-1]:
+                x = layer.forward(x, training=training, rng=rng, activate=False)
+            else:
+                x = layer.forward(x, training=training, rng=rng)
+        return x
+
+    def backward_logits(self, dlogits):
+        """Backpropagate d(loss)/d(logits) through every layer, filling each layer's grads."""
+        head = self._softmax_head()
+        body = self.layers[:-1] if head == "layer" else self.layers
+        dy = dlogits
+        for index in range(len(body) - 1, -1, -1):
+            dy = body[index].backward(dy, need_dx=index > 0)
+
+    def loss_and_gradients(self, x, y, rng=None):
+        """One forward and backward pass in training mode: (loss, logits); grads are filled."""
+        logits = self.forward_logits(x, training=True, rng=rng)
+        loss, cache = softmax_cross_entropy_forward(logits, y)
+        self.backward_logits(softmax_cross_entropy_backward(cache))
+        return loss, logits
+
+    def feature_maps(self, x):
+        """Every layer's output for a batch (inference mode): a list of arrays, one per layer."""
+        x = self._prepare(x)
+        outputs = []
+        for layer in self.layers:
+            x = layer.forward(x)
+            outputs.append(x)
+        return outputs
+
+    # training and inference
+
+    def _prepare(self, x):
+        x = np.asarray(x)
+        if not self.built:
+            if x.ndim != 4:
+                raise ValueError(f"x must have shape (N, H, W, C), got shape {x.shape}")
+            self.build(x.shape[1:])
+        return check_images(x, self.input_shape)
+
+    def compile(self, optimizer="adam"):
+        """Choose the optimiser used by `fit` (an Optimizer, or 'adam' / 'sgd' with defaults)."""
+        self.optimizer = get_optimizer(optimizer)
+        return self
+
+    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=0, verbose=1):
+        """Train on (x, y) for `epochs` passes; returns a History. Uses Adam(1e-3) unless compiled."""
+        from convscope.train import fit
+
+        return fit(
+            self,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            seed=seed,
+            verbose=verbose,
+        )
+
+    def _batched_logits(self, x, batch_size):
+        x = self._prepare(x)
+        if x.shape[0] == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        return np.concatenate(
+            [self.forward_logits(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        )
+
+    def predict_proba(self, x, batch_size=256) -> np.ndarray:
+        """(N, H, W, C) -> class probabilities (N, num_classes)."""
+        return softmax(self._batched_logits(x, batch_size))
+
+    def predict(self, x, batch_size=256) -> np.ndarray:
+        """(N, H, W, C) -> predicted class ids (N,)."""
+        return self._batched_logits(x, batch_size).argmax(axis=1)
+
+    def evaluate(self, x, y, batch_size=256):
+        """Mean cross-entropy loss and accuracy on (x, y): a (loss, accuracy) tuple of floats."""
+        logits = self._batched_logits(x, batch_size)
+        y = check_labels(y, logits.shape[0], self.num_classes)
+        if logits.shape[0] == 0:
+            raise ValueError("evaluate needs at least one image")
+        loss, _ = softmax_cross_entropy_forward(logits, y)
+        return loss, float((logits.argmax(axis=1) == y).mean())
+
+    def save(self, path):
+        """Write the model (config + weights) to one file; see convscope.model_file."""
+        from convscope.model_file import save_model
+
+        save_model(self, path)
+
+    def __call__(self, x):
+        """Model output for a batch: probabilities if the model ends in softmax, else logits."""
+        x = self._prepare(x)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x

@@ -1,0 +1,90 @@
+"""Layout conversions between convscope (channels-last) and PyTorch (channels-first).
+
+convscope: images (N, H, W, C), conv kernels (kh, kw, C_in, C_out), dense weights (D_in, D_out),
+Flatten in (h, w, c) order. PyTorch: images (N, C, H, W), conv kernels (C_out, C_in, kh, kw),
+Linear weights (D_out, D_in), Flatten in (c, h, w) order.
+"""
+
+import numpy as np
+import torch
+
+
+def images_to_torch(x: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) -> contiguous (N, C, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def images_from_torch(t: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W, C)."""
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def conv_weight_to_torch(w: np.ndarray) -> torch.Tensor:
+    """(kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)."""
+    return torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+
+
+def conv_weight_from_torch(t: torch.Tensor) -> np.ndarray:
+    """(C_out, C_in, kh, kw) -> (kh, kw, C_in, C_out)."""
+    return t.detach().numpy().transpose(2, 3, 1, 0)
+
+
+def flat_dense_weight_to_torch(w: np.ndarray, hwc) -> torch.Tensor:
+    """A Dense weight (H*W*C, D) after an (h, w, c) Flatten -> a Linear weight (D, C*H*W) after (c, h, w)."""
+    h, wd, c = hwc
+    d = w.shape[1]
+    return torch.from_numpy(np.ascontiguousarray(w.reshape(h, wd, c, d).transpose(3, 2, 0, 1).reshape(d, -1)))
+
+
+def flat_dense_weight_from_torch(t: torch.Tensor, hwc) -> np.ndarray:
+    """Inverse of flat_dense_weight_to_torch: (D, C*H*W) -> (H*W*C, D)."""
+    h, wd, c = hwc
+    d = t.shape[0]
+    return t.detach().numpy().reshape(d, c, h, wd).transpose(2, 3, 1, 0).reshape(-1, d)
+
+
+def to_torch_seed_cnn(model) -> torch.nn.Sequential:
+    """The torch.nn.Sequential equivalent of convscope.models.seed_cnn, with the model's weights."""
+    h, w, c = model.input_shape
+    c1 = model.layers[0].filters
+    c2 = model.layers[3].filters
+    flat_hwc = model.layers[5].output_shape
+    hidden = model.layers[7].units
+    classes = model.layers[9].units
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(c, c1, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(c1, c2, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(int(np.prod(flat_hwc)), hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, classes),
+    )
+    state = model.state_dict()
+    converted = {
+        "0.weight": conv_weight_to_torch(state["0.weight"]),
+        "3.weight": conv_weight_to_torch(state["3.weight"]),
+        "7.weight": flat_dense_weight_to_torch(state["7.weight"], flat_hwc),
+        "9.weight": torch.from_numpy(np.ascontiguousarray(state["9.weight"].T)),
+    }
+    for index in (0, 3, 7, 9):
+        converted[f"{index}.bias"] = torch.from_numpy(state[f"{index}.bias"].copy())
+    net.load_state_dict(converted)
+    return net
+
+
+def seed_cnn_state_from_torch(net: torch.nn.Sequential, flat_hwc) -> dict:
+    """A torch seed CNN's parameters in convscope layout, named like Sequential.state_dict()."""
+    sd = net.state_dict()
+    state = {
+        "0.weight": conv_weight_from_torch(sd["0.weight"]),
+        "3.weight": conv_weight_from_torch(sd["3.weight"]),
+        "7.weight": flat_dense_weight_from_torch(sd["7.weight"], flat_hwc),
+        "9.weight": sd["9.weight"].detach().numpy().T,
+    }
+    for index in (0, 3, 7, 9):
+        state[f"{index}.bias"] = sd[f"{index}.bias"].detach().numpy()
+    return state
