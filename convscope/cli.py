@@ -108,6 +108,13 @@ def cmd_predict(args):
             )
 
 
+def cmd_bench(args):
+    """Measure the seed CNN's speed and memory beside PyTorch."""
+    from convscope.bench import main_from_args
+
+    main_from_args(args)
+
+
 def build_parser():
     from convscope import __version__
     from convscope.data import DATASETS
@@ -155,6 +162,12 @@ def build_parser():
     predict.add_argument("--top", type=int, default=3, help="how many classes to list per image")
     predict.add_argument("--invert", action="store_true", help="invert gray levels before predicting")
     predict.set_defaults(run=cmd_predict)
+
+    from convscope.bench import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser("bench", help="training and inference speed beside PyTorch")
+    add_bench_arguments(bench)
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

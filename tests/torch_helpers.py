@@ -8,10 +8,8 @@ Linear weights (D_out, D_in), Flatten in (c, h, w) order.
 import numpy as np
 import torch
 
-
-def images_to_torch(x: np.ndarray) -> torch.Tensor:
-    """(N, H, W, C) -> contiguous (N, C, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+from convscope.interop import pytorch as interop
+from convscope.interop.pytorch import images_to_torch  # noqa: F401  (re-exported for the tests)
 
 
 def images_from_torch(t: torch.Tensor) -> np.ndarray:
@@ -20,20 +18,13 @@ def images_from_torch(t: torch.Tensor) -> np.ndarray:
 
 
 def conv_weight_to_torch(w: np.ndarray) -> torch.Tensor:
-    """(kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw)."""
-    return torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+    """(kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw) tensor."""
+    return torch.from_numpy(interop.conv_weight_to_torch(w))
 
 
 def conv_weight_from_torch(t: torch.Tensor) -> np.ndarray:
     """(C_out, C_in, kh, kw) -> (kh, kw, C_in, C_out)."""
     return t.detach().numpy().transpose(2, 3, 1, 0)
-
-
-def flat_dense_weight_to_torch(w: np.ndarray, hwc) -> torch.Tensor:
-    """A Dense weight (H*W*C, D) after an (h, w, c) Flatten -> a Linear weight (D, C*H*W) after (c, h, w)."""
-    h, wd, c = hwc
-    d = w.shape[1]
-    return torch.from_numpy(np.ascontiguousarray(w.reshape(h, wd, c, d).transpose(3, 2, 0, 1).reshape(d, -1)))
 
 
 def flat_dense_weight_from_torch(t: torch.Tensor, hwc) -> np.ndarray:
@@ -63,22 +54,17 @@ def to_torch_seed_cnn(model) -> torch.nn.Sequential:
         torch.nn.ReLU(),
         torch.nn.Linear(hidden, classes),
     )
-    state = model.state_dict()
-    converted = {
-        "0.weight": conv_weight_to_torch(state["0.weight"]),
-        "3.weight": conv_weight_to_torch(state["3.weight"]),
-        "7.weight": flat_dense_weight_to_torch(state["7.weight"], flat_hwc),
-        "9.weight": torch.from_numpy(np.ascontiguousarray(state["9.weight"].T)),
-    }
-    for index in (0, 3, 7, 9):
-        converted[f"{index}.bias"] = torch.from_numpy(state[f"{index}.bias"].copy())
-    net.load_state_dict(converted)
+    # The weights come through convscope's own converter; the architecture above is written out
+    # by hand, so a converter that built the wrong network would fail to load or to match.
+    net.load_state_dict(interop.to_torch(model)[:-1].state_dict())
     return net
 
 
-def seed_cnn_state_from_torch(net: torch.nn.Sequential, flat_hwc) -> dict:
-    """A torch seed CNN's parameters in convscope layout, named like Sequential.state_dict()."""
-    sd = net.state_dict()
+def seed_cnn_state_from_torch(sd: dict, flat_hwc) -> dict:
+    """A torch seed CNN's tensors by name (`net.state_dict()`, or its gradients) in convscope layout.
+
+    `flat_hwc` is the (H, W, C) shape that the Flatten layer flattens.
+    """
     state = {
         "0.weight": conv_weight_from_torch(sd["0.weight"]),
         "3.weight": conv_weight_from_torch(sd["3.weight"]),

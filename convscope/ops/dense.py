@@ -1,7 +1,6 @@
 """Fully connected (dense, affine) layer: every output neuron sees every input value."""
 
 
-
 def dense_forward(x, w, b):
     """x: (N, D_in), w: (D_in, D_out), b: (D_out,) or None -> y: (N, D_out), cache."""
     if x.ndim != 2:

@@ -1,0 +1,455 @@
+"""Finite-difference checks of every backward pass, in float64.
+
+Each op is checked through the scalar objective L = sum(y * dy) for a random upstream gradient dy:
+its analytic gradient (op_backward(dy, cache)) must match central differences of L.
+Max pooling with tied maxima has no derivative, so ties are checked against a reference loop.
+"""
+
+import numpy as np
+import pytest
+
+from convscope import layers, ops
+from convscope.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from convscope.model import Sequential
+from convscope.ops import pool
+
+EPS = 1e-6
+TOL = 1e-6
+
+
+def rel_error(a, b) -> float:
+    """|a - b| / (|a| + |b|) over whole arrays (Euclidean norms), floored to avoid 0 / 0."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    return float(np.linalg.norm(a - b) / max(1e-8, np.linalg.norm(a) + np.linalg.norm(b)))
+
+
+def numerical_grad(f, x: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every entry of x, perturbed in place."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, x)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def assert_grad(analytic, f, x, what=""):
+    assert analytic.shape == x.shape, what
+    assert analytic.dtype == np.float64, what
+    numeric = numerical_grad(f, x)
+    err = rel_error(analytic, numeric)
+    assert err < TOL, f"{what}: relative error {err:.3e}"
+    assert np.abs(numeric).max() > 0, f"{what}: degenerate check, the numerical gradient is all zero"
+
+
+def away_from_zero(rng, shape, margin=0.05):
+    """Uniform values in (-1, -margin) U (margin, 1): a ReLU's kink stays out of reach of eps."""
+    return rng.uniform(margin, 1.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+
+
+# ---------------------------------------------------------------- conv2d
+
+CONV_CASES = {
+    # name: (N, H, W, C_in, C_out, (kh, kw), stride, padding)
+    "3x3-same": (2, 6, 6, 2, 3, (3, 3), 1, "same"),
+    "3x3-valid": (2, 6, 6, 2, 3, (3, 3), 1, "valid"),
+    "3x3-pad1": (2, 5, 5, 2, 3, (3, 3), 1, 1),
+    "3x3-pad2": (1, 5, 5, 2, 2, (3, 3), 1, 2),
+    "3x3-stride2-valid": (2, 7, 7, 2, 3, (3, 3), 2, "valid"),
+    "3x3-stride2-pad1": (2, 6, 6, 2, 3, (3, 3), 2, 1),
+    "c_in3": (2, 5, 5, 3, 4, (3, 3), 1, "same"),
+    "odd-7x5": (2, 7, 5, 2, 3, (3, 3), 1, "same"),
+    "kernel-3x5": (1, 6, 8, 2, 3, (3, 5), 1, "same"),
+    "kernel-3x5-valid": (1, 6, 8, 2, 2, (3, 5), 1, "valid"),
+    "5x5-same": (1, 6, 6, 2, 2, (5, 5), 1, "same"),
+    "2x2-same": (2, 5, 4, 2, 3, (2, 2), 1, "same"),
+    "stride3-not-divisible": (1, 8, 7, 2, 2, (3, 3), 3, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv2d_gradients(case):
+    n, h, w_, c_in, c_out, kernel, stride, padding = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, h, w_, c_in))
+    w = rng.standard_normal((*kernel, c_in, c_out))
+    b = rng.standard_normal(c_out)
+    y, cache = ops.conv2d_forward(x, w, b, stride, padding)
+    assert y.dtype == np.float64
+    pads = ops.resolve_padding(padding, kernel, stride)
+    assert y.shape == (n, *ops.conv_output_shape((h, w_, c_in), kernel, stride, pads, c_out)[:2], c_out)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = ops.conv2d_backward(dy, cache)
+
+    def loss():
+        return float(np.sum(ops.conv2d_forward(x, w, b, stride, padding)[0] * dy))
+
+    assert_grad(dx, loss, x, "dx")
+    assert_grad(dw, loss, w, "dw")
+    assert_grad(db, loss, b, "db")
+
+
+def test_conv2d_same_keeps_size_and_matches_explicit_padding():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 4, 2))
+    w = rng.standard_normal((2, 2, 2, 3))
+    y_same, _ = ops.conv2d_forward(x, w, None, 1, "same")
+    assert y_same.shape == (2, 5, 4, 3)
+    # an even kernel gets its extra zero row and column at the bottom and right
+    y_explicit, _ = ops.conv2d_forward(x, w, None, 1, ((0, 1), (0, 1)))
+    np.testing.assert_array_equal(y_same, y_explicit)
+
+
+def test_conv2d_without_bias_and_without_dx():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5, 5, 2))
+    w = rng.standard_normal((3, 3, 2, 2))
+    y, cache = ops.conv2d_forward(x, w, None, 1, "same")
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = ops.conv2d_backward(dy, cache, need_dx=False)
+    assert dx is None and db is None
+    assert_grad(dw, lambda: float(np.sum(ops.conv2d_forward(x, w, None, 1, "same")[0] * dy)), w, "dw")
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    """<im2col(x), c> == <x, col2im(c)> for any x and c, with padding and stride."""
+    rng = np.random.default_rng(3)
+    shape, kernel, stride, pads = (2, 7, 6, 3), (3, 2), 2, ((1, 2), (0, 1))
+    x = rng.standard_normal(shape)
+    cols = ops.im2col(x, kernel, stride, pads)
+    c = rng.standard_normal(cols.shape)
+    back = ops.col2im(c, shape, kernel, stride, pads)
+    assert back.shape == shape
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * back), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- max pooling
+
+POOL_CASES = {
+    # name: (N, H, W, C, pool_size, stride)
+    "2x2-tiled": (2, 6, 6, 3, (2, 2), None),
+    "2x2-tiled-odd": (2, 7, 5, 2, (2, 2), 2),
+    "3x3-stride2-overlapping": (2, 7, 7, 2, (3, 3), 2),
+    "3x3-stride3-not-divisible": (2, 8, 7, 2, (3, 3), 3),
+    "2x3-stride1": (1, 5, 6, 2, (2, 3), 1),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES.values()), ids=list(POOL_CASES))
+def test_maxpool2d_gradients(case):
+    n, h, w, c, pool_size, stride = case
+    rng = np.random.default_rng(4)
+    x = rng.permutation(n * h * w * c).reshape(n, h, w, c) / 10.0  # distinct values, gaps >> eps
+    y, cache = ops.maxpool2d_forward(x, pool_size, stride)
+    assert y.dtype == np.float64
+    s = pool_size[0] if stride is None else stride
+    assert y.shape == (n, (h - pool_size[0]) // s + 1, (w - pool_size[1]) // s + 1, c)
+    dy = rng.standard_normal(y.shape)
+    dx = ops.maxpool2d_backward(dy, cache)
+    assert_grad(dx, lambda: float(np.sum(ops.maxpool2d_forward(x, pool_size, stride)[0] * dy)), x, "dx")
+
+
+def reference_maxpool(x, pool_size, stride, dy):
+    """Loops: each window's max, and its gradient sent to the first maximum in row-major order."""
+    n, h, w, c = x.shape
+    ph, pw = pool_size
+    out_h, out_w = (h - ph) // stride + 1, (w - pw) // stride + 1
+    y = np.zeros((n, out_h, out_w, c), dtype=x.dtype)
+    dx = np.zeros_like(x)
+    for b in range(n):
+        for i in range(out_h):
+            for j in range(out_w):
+                for k in range(c):
+                    best = None
+                    for di in range(ph):
+                        for dj in range(pw):
+                            r, q = i * stride + di, j * stride + dj
+                            if best is None or x[b, r, q, k] > x[b, best[0], best[1], k]:
+                                best = (r, q)
+                    y[b, i, j, k] = x[b, best[0], best[1], k]
+                    dx[b, best[0], best[1], k] += dy[b, i, j, k]
+    return y, dx
+
+
+TIE_CASES = {
+    "2x2": ((2, 2), 2, (2, 6, 6, 3)),
+    "2x2-odd": ((2, 2), 2, (2, 7, 5, 2)),
+    "3x3-stride3-not-divisible": ((3, 3), 3, (2, 8, 7, 2)),
+    "3x3-stride2-overlapping": ((3, 3), 2, (2, 7, 7, 2)),
+    "2x2-stride1-overlapping": ((2, 2), 1, (1, 5, 5, 2)),
+    "2x3-stride2": ((2, 3), 2, (1, 6, 7, 2)),
+}
+
+
+@pytest.mark.parametrize("values", [2, 3], ids=["values0-1", "values0-2"])
+@pytest.mark.parametrize("case", list(TIE_CASES.values()), ids=list(TIE_CASES))
+def test_maxpool2d_ties_go_to_first_maximum(case, values):
+    pool_size, stride, shape = case
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, values, size=shape).astype(np.float64)
+    x[0, : pool_size[0], : pool_size[1], 0] = 1.0  # one window that is all ties
+    dy = rng.standard_normal(
+        (shape[0], (shape[1] - pool_size[0]) // stride + 1, (shape[2] - pool_size[1]) // stride + 1, shape[3])
+    )
+    y_ref, dx_ref = reference_maxpool(x, pool_size, stride, dy)
+
+    y, cache = ops.maxpool2d_forward(x, pool_size, stride)
+    dx = ops.maxpool2d_backward(dy, cache)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+
+    # the plain (windowed) path, forced, gives exactly the same answers as the public entry point
+    out_h, out_w = y.shape[1:3]
+    y_plain, plain_cache = pool._windowed_forward(x, pool_size, stride, out_h, out_w)
+    dx_plain = pool._windowed_backward(dy, plain_cache)
+    np.testing.assert_array_equal(y_plain, y_ref)
+    np.testing.assert_array_equal(dx_plain, dx_ref)
+
+    if pool_size == (stride, stride):
+        assert cache[0] == "tiled"  # the fast path was the one checked above
+        # non-overlapping windows: exactly one input per window receives its gradient
+        assert np.count_nonzero(dx) == np.count_nonzero(dy)
+
+
+def test_maxpool2d_tiled_path_on_a_non_contiguous_input():
+    rng = np.random.default_rng(6)
+    base = rng.integers(0, 3, size=(2, 3, 7, 6)).astype(np.float64)
+    x = base.transpose(0, 2, 3, 1)  # (2, 7, 6, 3), not C-contiguous
+    dy = rng.standard_normal((2, 3, 3, 3))
+    y, cache = ops.maxpool2d_forward(x, (2, 2), 2)
+    assert cache[0] == "tiled"
+    y_ref, dx_ref = reference_maxpool(np.ascontiguousarray(x), (2, 2), 2, dy)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(ops.maxpool2d_backward(dy, cache), dx_ref)
+
+
+# ---------------------------------------------------------------- activations, dense, flatten, loss
+
+
+def test_relu_gradient():
+    rng = np.random.default_rng(7)
+    x = away_from_zero(rng, (3, 4, 5, 2))
+    y, cache = ops.relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    dy = rng.standard_normal(y.shape)
+    dx = ops.relu_backward(dy, cache)
+    assert_grad(dx, lambda: float(np.sum(ops.relu_forward(x)[0] * dy)), x, "dx")
+
+
+def test_relu_gradient_is_zero_at_zero():
+    x = np.array([[-1.0, 0.0, 2.0]])
+    _, cache = ops.relu_forward(x)
+    np.testing.assert_array_equal(ops.relu_backward(np.ones_like(x), cache), [[0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_gradients(use_bias):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 7))
+    w = rng.standard_normal((7, 5))
+    b = rng.standard_normal(5) if use_bias else None
+    y, cache = ops.dense_forward(x, w, b)
+    assert y.dtype == np.float64
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = ops.dense_backward(dy, cache)
+
+    def loss():
+        return float(np.sum(ops.dense_forward(x, w, b)[0] * dy))
+
+    assert_grad(dx, loss, x, "dx")
+    assert_grad(dw, loss, w, "dw")
+    if use_bias:
+        assert_grad(db, loss, b, "db")
+    else:
+        assert db is None
+
+
+def test_softmax_gradient():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 6)) * 2
+    p, cache = ops.softmax_forward(x)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    dy = rng.standard_normal(p.shape)
+    dx = ops.softmax_backward(dy, cache)
+    assert_grad(dx, lambda: float(np.sum(ops.softmax_forward(x)[0] * dy)), x, "dx")
+
+
+def test_softmax_is_stable_for_large_logits():
+    p = ops.softmax(np.array([[1000.0, 1000.0, -1000.0]]))
+    np.testing.assert_allclose(p, [[0.5, 0.5, 0.0]])
+
+
+def test_softmax_cross_entropy_gradient():
+    rng = np.random.default_rng(10)
+    logits = rng.standard_normal((5, 4)) * 3
+    labels = np.array([0, 3, 1, 1, 2])
+    loss, cache = softmax_cross_entropy_forward(logits, labels)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(loss, -np.mean(np.log(p[np.arange(5), labels])), rtol=1e-12)
+    dlogits = softmax_cross_entropy_backward(cache)
+    assert_grad(dlogits, lambda: softmax_cross_entropy_forward(logits, labels)[0], logits, "dlogits")
+    np.testing.assert_allclose(softmax_cross_entropy_backward(cache, dloss=2.5), 2.5 * dlogits, rtol=1e-12)
+
+
+def test_dropout_gradient_with_a_fixed_mask():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 3, 3, 2))
+    rate = 0.4
+    y, mask = ops.dropout_forward(x, rate, np.random.default_rng(123))
+    assert y.dtype == mask.dtype == np.float64
+    assert set(np.unique(mask)) <= {0.0, 1.0 / (1.0 - rate)}
+    assert 0 < np.count_nonzero(mask) < mask.size
+    np.testing.assert_array_equal(y, x * mask)
+    dy = rng.standard_normal(y.shape)
+    dx = ops.dropout_backward(dy, mask)
+    np.testing.assert_array_equal(dx, dy * mask)
+    # the same seed gives the same mask, so the forward pass is a fixed function of x
+    assert_grad(
+        dx, lambda: float(np.sum(ops.dropout_forward(x, rate, np.random.default_rng(123))[0] * dy)), x, "dx"
+    )
+
+
+def test_dropout_rate_zero_is_the_identity():
+    x = np.arange(6.0).reshape(2, 3)
+    y, cache = ops.dropout_forward(x, 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(ops.dropout_backward(np.ones_like(x), cache), np.ones_like(x))
+
+
+def test_flatten_gradient_and_order():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 4, 5))
+    y, cache = ops.flatten_forward(x)
+    assert y.shape == (2, 60)
+    # (h, w, c) order: channel varies fastest
+    assert y[1, (2 * 4 + 3) * 5 + 1] == x[1, 2, 3, 1]
+    dy = rng.standard_normal(y.shape)
+    dx = ops.flatten_backward(dy, cache)
+    assert_grad(dx, lambda: float(np.sum(ops.flatten_forward(x)[0] * dy)), x, "dx")
+
+
+# ---------------------------------------------------------------- layers
+
+
+def build_float64(layer, input_shape, seed=0):
+    layer.build(input_shape, np.random.default_rng(seed))
+    for key in layer.params:
+        layer.params[key] = layer.params[key].astype(np.float64)
+    return layer
+
+
+def check_layer(layer, x, rng):
+    y = layer.forward(x, training=True)
+    assert y.dtype == np.float64
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    grads = {k: g.copy() for k, g in layer.grads.items()}
+    assert set(grads) == set(layer.params)
+
+    def loss():
+        return float(np.sum(layer.forward(x, training=True) * dy))
+
+    assert_grad(dx, loss, x, "dx")
+    for key, param in layer.params.items():
+        assert_grad(grads[key], loss, param, key)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"filters": 3, "kernel_size": 3, "activation": "relu"},
+        {"filters": 3, "kernel_size": 3, "stride": 2, "padding": 1, "activation": "relu"},
+        {"filters": 2, "kernel_size": (3, 5), "padding": "valid", "activation": None, "use_bias": False},
+    ],
+    ids=["same-relu", "stride2-pad1-relu", "3x5-valid-nobias"],
+)
+def test_conv2d_layer_gradients(kwargs):
+    rng = np.random.default_rng(13)
+    layer = build_float64(layers.Conv2D(**kwargs), (6, 7, 2))
+    x = rng.standard_normal((2, 6, 7, 2))
+    if layer.activation == "relu":  # keep every pre-activation clear of the kink
+        z, _ = ops.conv2d_forward(
+            x, layer.params["weight"], layer.params["bias"], layer.stride, layer.padding
+        )
+        assert np.abs(z).min() > 1e-3
+    check_layer(layer, x, rng)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "softmax"])
+def test_dense_layer_gradients(activation):
+    rng = np.random.default_rng(14)
+    layer = build_float64(layers.Dense(4, activation=activation), (6,))
+    x = rng.standard_normal((3, 6))
+    if activation == "relu":
+        z, _ = ops.dense_forward(x, layer.params["weight"], layer.params["bias"])
+        assert np.abs(z).min() > 1e-3
+    check_layer(layer, x, rng)
+
+
+@pytest.mark.parametrize(
+    "pool_size, stride", [(2, None), (3, 2), (3, 3), ((2, 3), 1)], ids=["2x2", "3x3s2", "3x3s3", "2x3s1"]
+)
+def test_maxpool2d_layer_gradients(pool_size, stride):
+    rng = np.random.default_rng(15)
+    layer = build_float64(layers.MaxPool2D(pool_size, stride), (7, 8, 2))
+    x = rng.permutation(2 * 7 * 8 * 2).reshape(2, 7, 8, 2) / 10.0
+    check_layer(layer, x, rng)
+    assert layer.forward(x).shape[1:] == layer.output_shape
+
+
+def test_flatten_relu_softmax_layer_gradients():
+    rng = np.random.default_rng(16)
+    check_layer(build_float64(layers.Flatten(), (3, 2, 2)), rng.standard_normal((2, 3, 2, 2)), rng)
+    check_layer(build_float64(layers.ReLU(), (5,)), away_from_zero(rng, (3, 5)), rng)
+    check_layer(build_float64(layers.Softmax(), (5,)), rng.standard_normal((3, 5)), rng)
+
+
+# ---------------------------------------------------------------- a whole model
+
+
+def small_model(head):
+    """Conv2D(4, 3, stride 2, padding 1) -> ReLU -> MaxPool2D -> Flatten -> Dense(5) -> softmax, float64."""
+    if head == "softmax-layer":
+        top = [layers.Dense(5), layers.Softmax()]
+    else:
+        top = [layers.Dense(5, activation="softmax")]
+    model = Sequential(
+        [
+            layers.Conv2D(4, 3, stride=2, padding=1),
+            layers.ReLU(),
+            layers.MaxPool2D(2),
+            layers.Flatten(),
+            *top,
+        ],
+        input_shape=(9, 9, 3),
+        seed=0,
+    )
+    for layer in model.layers:
+        for key in layer.params:
+            layer.params[key] = layer.params[key].astype(np.float64)
+    return model
+
+
+@pytest.mark.parametrize("head", ["softmax-layer", "softmax-activation"])
+def test_model_loss_gradients(head):
+    model = small_model(head)
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((4, 9, 9, 3))
+    y = np.array([0, 4, 2, 2])
+    loss, logits = model.loss_and_gradients(x, y)
+    assert logits.dtype == np.float64 and logits.shape == (4, 5)
+    # training uses the logits, before the softmax head
+    np.testing.assert_allclose(ops.softmax(logits), model(x.astype(np.float32)), rtol=1e-5, atol=1e-6)
+    grads = {k: g.copy() for k, g in model.gradients().items()}
+    state = model.state_dict()
+    assert set(grads) == set(state) == {"0.weight", "0.bias", "4.weight", "4.bias"}
+    for key, param in state.items():
+        assert param.dtype == np.float64
+        assert_grad(grads[key], lambda: model.loss_and_gradients(x, y)[0], param, key)

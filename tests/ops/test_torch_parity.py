@@ -1,0 +1,294 @@
+"""The ops, the seed CNN and the optimisers against PyTorch (CPU, float32)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from torch_helpers import (  # noqa: E402  (after the importorskip)
+    conv_weight_from_torch,
+    conv_weight_to_torch,
+    images_from_torch,
+    images_to_torch,
+    seed_cnn_state_from_torch,
+    to_torch_seed_cnn,
+)
+
+from convscope import ops  # noqa: E402
+from convscope.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward  # noqa: E402
+from convscope.models import seed_cnn  # noqa: E402
+from convscope.optim import SGD, Adam  # noqa: E402
+
+ATOL = 1e-5
+RTOL = 1e-5
+
+
+def assert_close(actual, expected, what=""):
+    """Within 1e-5, absolute tolerance scaled by the largest expected value (float32 sums of many terms)."""
+    actual = np.asarray(actual)
+    expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL * scale, err_msg=what)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- conv2d
+
+CONV_CASES = {
+    # name: (N, H, W, C_in, C_out, kernel, stride, padding)
+    "3x3-same": (2, 8, 8, 4, 5, 3, 1, "same"),
+    "3x3-valid": (2, 8, 7, 4, 5, 3, 1, "valid"),
+    "3x3-pad1-c_in3": (3, 9, 9, 3, 6, 3, 1, 1),
+    "3x3-stride2-pad1": (2, 9, 8, 3, 4, 3, 2, 1),
+    "3x3-stride2-valid": (2, 10, 9, 2, 4, 3, 2, "valid"),
+    "5x5-pad2": (2, 7, 7, 2, 3, 5, 1, 2),
+    "2x2-same": (2, 6, 5, 2, 3, 2, 1, "same"),
+    "3x5-same": (1, 7, 9, 2, 3, (3, 5), 1, "same"),
+    "1x1": (2, 5, 5, 6, 3, 1, 1, "valid"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv2d_matches_torch(case):
+    n, h, w_, c_in, c_out, kernel, stride, padding = case
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    rng = np.random.default_rng(0)
+    bound = 1.0 / np.sqrt(kh * kw * c_in)
+    x = rng.uniform(-1, 1, (n, h, w_, c_in)).astype(np.float32)
+    w = rng.uniform(-bound, bound, (kh, kw, c_in, c_out)).astype(np.float32)
+    b = rng.uniform(-bound, bound, c_out).astype(np.float32)
+
+    y, cache = ops.conv2d_forward(x, w, b, stride, padding)
+    assert y.dtype == np.float32
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx, dw, db = ops.conv2d_backward(dy, cache)
+
+    xt = images_to_torch(x).requires_grad_()
+    wt = conv_weight_to_torch(w).requires_grad_()
+    bt = torch.from_numpy(b).requires_grad_()
+    yt = F.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    (yt * images_to_torch(dy)).sum().backward()
+
+    assert_close(y, images_from_torch(yt), "y")
+    assert_close(dx, images_from_torch(xt.grad), "dx")
+    assert_close(dw, conv_weight_from_torch(wt.grad), "dw")
+    assert_close(db, bt.grad, "db")
+
+
+# ---------------------------------------------------------------- max pooling
+
+POOL_CASES = {
+    # name: (N, H, W, C, kernel, stride)
+    "2x2": (2, 8, 8, 3, 2, 2),
+    "2x2-odd": (2, 9, 7, 3, 2, 2),
+    "3x3-stride2": (2, 9, 8, 3, 3, 2),
+    "3x3-stride3": (2, 10, 8, 2, 3, 3),
+    "2x2-stride1": (1, 6, 6, 2, 2, 1),
+}
+VALUES = {
+    "continuous": lambda rng, shape: rng.standard_normal(shape),
+    "ties-1-decimal": lambda rng, shape: np.round(rng.uniform(0, 1, shape), 1),
+    "ties-ints": lambda rng, shape: rng.integers(0, 3, shape),
+    "ties-flat": lambda rng, shape: np.where(rng.random(shape) < 0.9, 0.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("values", list(VALUES))
+@pytest.mark.parametrize("case", list(POOL_CASES.values()), ids=list(POOL_CASES))
+def test_maxpool2d_matches_torch(case, values):
+    n, h, w, c, k, stride = case
+    rng = np.random.default_rng(1)
+    x = VALUES[values](rng, (n, h, w, c)).astype(np.float32)
+    y, cache = ops.maxpool2d_forward(x, (k, k), stride)
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx = ops.maxpool2d_backward(dy, cache)
+
+    xt = images_to_torch(x).requires_grad_()
+    yt = F.max_pool2d(xt, k, stride)
+    (yt * images_to_torch(dy)).sum().backward()
+
+    # max pooling does no arithmetic on the forward pass, so the answers are exact; ties included,
+    # both send each window's gradient to its first maximum in row-major order
+    np.testing.assert_array_equal(y, images_from_torch(yt))
+    np.testing.assert_allclose(dx, images_from_torch(xt.grad), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(dx != 0, images_from_torch(xt.grad) != 0)
+
+
+# ---------------------------------------------------------------- dense and the loss
+
+
+def test_dense_matches_torch():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (6, 50)).astype(np.float32)
+    w = rng.uniform(-0.15, 0.15, (50, 7)).astype(np.float32)
+    b = rng.uniform(-0.15, 0.15, 7).astype(np.float32)
+    y, cache = ops.dense_forward(x, w, b)
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx, dw, db = ops.dense_backward(dy, cache)
+
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w.T, b))
+    yt = F.linear(xt, wt, bt)
+    (yt * torch.from_numpy(dy)).sum().backward()
+
+    assert_close(y, yt, "y")
+    assert_close(dx, xt.grad, "dx")
+    assert_close(dw, wt.grad.T, "dw")
+    assert_close(db, bt.grad, "db")
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0], ids=["moderate", "large-logits"])
+def test_softmax_cross_entropy_matches_torch(scale):
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((8, 10)) * scale).astype(np.float32)
+    labels = rng.integers(0, 10, 8)
+    loss, cache = softmax_cross_entropy_forward(logits, labels)
+    dlogits = softmax_cross_entropy_backward(cache)
+    assert dlogits.dtype == np.float32
+
+    lt = torch.from_numpy(logits).requires_grad_()
+    loss_t = F.cross_entropy(lt, torch.from_numpy(labels))
+    loss_t.backward()
+
+    assert_close(loss, loss_t, "loss")
+    assert_close(dlogits, lt.grad, "dlogits")
+
+
+# ---------------------------------------------------------------- the seed CNN, end to end
+
+
+def batch(seed, n=8):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    return x, y
+
+
+def torch_step(net, opt, x, y):
+    opt.zero_grad()
+    loss = F.cross_entropy(net(images_to_torch(x)), torch.from_numpy(y))
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def convscope_step(model, opt, x, y):
+    loss, _ = model.loss_and_gradients(x, y)
+    opt.step(model.state_dict(), model.gradients())
+    return loss
+
+
+def assert_same_weights(model, net, what):
+    flat_hwc = model.layers[5].output_shape
+    theirs = seed_cnn_state_from_torch(net.state_dict(), flat_hwc)
+    ours = model.state_dict()
+    assert set(ours) == set(theirs)
+    for key in ours:
+        assert ours[key].dtype == np.float32
+        assert_close(ours[key], theirs[key], f"{what}: {key}")
+
+
+def test_seed_cnn_layout_conversion_round_trips():
+    model = seed_cnn((28, 28, 1), 10, seed=0)
+    net = to_torch_seed_cnn(model)
+    theirs = seed_cnn_state_from_torch(net.state_dict(), model.layers[5].output_shape)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, theirs[key], err_msg=key)
+
+
+def test_seed_cnn_logits_and_gradients_match_torch():
+    model = seed_cnn((28, 28, 1), 10, seed=0)
+    net = to_torch_seed_cnn(model)
+    x, y = batch(10)
+
+    logits = model.forward_logits(x)
+    assert_close(logits, net(images_to_torch(x)), "logits")
+    np.testing.assert_allclose(
+        model.predict_proba(x), F.softmax(net(images_to_torch(x)), dim=1).detach(), atol=1e-6
+    )
+
+    loss, _ = model.loss_and_gradients(x, y)
+    loss_t = F.cross_entropy(net(images_to_torch(x)), torch.from_numpy(y))
+    loss_t.backward()
+    assert_close(loss, loss_t, "loss")
+    flat_hwc = model.layers[5].output_shape
+    grads_t = seed_cnn_state_from_torch({k: p.grad for k, p in net.named_parameters()}, flat_hwc)
+    for key, grad in model.gradients().items():
+        assert_close(grad, grads_t[key], f"grad {key}")
+
+
+def test_seed_cnn_sgd_momentum_steps_match_torch():
+    model = seed_cnn((28, 28, 1), 10, seed=0)
+    net = to_torch_seed_cnn(model)
+    opt = SGD(lr=0.1, momentum=0.9)
+    model.compile(opt)
+    opt_t = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    x, y = batch(11)
+    assert_close(model.forward_logits(x), net(images_to_torch(x)), "logits before")
+    for step, (xb, yb) in enumerate([(x, y), batch(12)], start=1):  # the second step uses the momentum buffer
+        loss = convscope_step(model, opt, xb, yb)
+        loss_t = torch_step(net, opt_t, xb, yb)
+        assert_close(loss, loss_t, f"loss at step {step}")
+        assert_same_weights(model, net, f"after step {step}")
+    assert_close(model.forward_logits(x), net(images_to_torch(x)), "logits after")
+
+
+def test_seed_cnn_adam_steps_match_torch():
+    model = seed_cnn((28, 28, 1), 10, seed=0)
+    net = to_torch_seed_cnn(model)
+    opt = Adam(lr=1e-3, weight_decay=1e-4)
+    model.compile(opt)
+    opt_t = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    for step, (xb, yb) in enumerate([batch(13), batch(14)], start=1):
+        loss = convscope_step(model, opt, xb, yb)
+        loss_t = torch_step(net, opt_t, xb, yb)
+        assert_close(loss, loss_t, f"loss at step {step}")
+        assert_same_weights(model, net, f"after step {step}")
+
+
+# ---------------------------------------------------------------- the optimisers alone, same gradients
+
+OPTIMIZERS = {
+    "sgd": (lambda: SGD(lr=0.1), lambda ps: torch.optim.SGD(ps, lr=0.1)),
+    "sgd-momentum-wd": (
+        lambda: SGD(lr=0.1, momentum=0.9, weight_decay=1e-2),
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-2),
+    ),
+    "sgd-nesterov": (
+        lambda: SGD(lr=0.05, momentum=0.8, nesterov=True),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.8, nesterov=True),
+    ),
+    "adam": (
+        lambda: Adam(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-4),
+        lambda ps: torch.optim.Adam(ps, lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-4),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_update_rules_match_torch(name):
+    make_ours, make_theirs = OPTIMIZERS[name]
+    rng = np.random.default_rng(4)
+    params = {
+        "a": rng.standard_normal((3, 4)).astype(np.float32),
+        "b": rng.standard_normal(5).astype(np.float32),
+    }
+    tparams = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in params.items()}
+    ours, theirs = make_ours(), make_theirs(list(tparams.values()))
+    for _ in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+        ours.step(params, grads)
+        for k, t in tparams.items():
+            t.grad = torch.from_numpy(grads[k].copy())
+        theirs.step()
+        for k in params:
+            assert params[k].dtype == np.float32
+            assert_close(params[k], tparams[k], f"{name}: {k}")
