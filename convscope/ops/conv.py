@@ -62,10 +62,24 @@ def conv_output_shape(input_shape, kernel_size, stride: int, padding: Padding, f
 
 
 def _pad(x: np.ndarray, padding: Padding) -> np.ndarray:
+    """Zero-pad the spatial axes of (N, H, W, C) (a fresh array; x itself when no padding)."""
     (top, bottom), (left, right) = padding
     if top == bottom == left == right == 0:
         return x
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    n, h, w, c = x.shape
+    xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+    xp[:, top : top + h, left : left + w, :] = x
+    return xp
+
+
+def _offsets(kernel_size, stride: int, out_hw):
+    """For each kernel offset (i, j): the row and column slices of the padded input it visits."""
+    kh, kw = kernel_size
+    out_h, out_w = out_hw
+    for i in range(kh):
+        rows = slice(i, i + stride * (out_h - 1) + 1, stride)
+        for j in range(kw):
+            yield i, j, rows, slice(j, j + stride * (out_w - 1) + 1, stride)
 
 
 def _patches(xp: np.ndarray, kernel_size, stride: int, out_hw) -> np.ndarray:
@@ -82,30 +96,40 @@ def _patches(xp: np.ndarray, kernel_size, stride: int, out_hw) -> np.ndarray:
 
 
 def im2col(x: np.ndarray, kernel_size, stride: int, padding: Padding) -> np.ndarray:
-    """(N, H, W, C) -> columns (N * H_out * W_out, kh * kw * C), one row per kernel position."""
+    """(N, H, W, C) -> columns (N * H_out * W_out, kh * kw * C), one row per kernel position.
+
+    Channels-last makes each patch row a few long contiguous runs (kw * C values), so one strided
+    copy builds the matrix. With a single input channel those runs are too short; then the buffer
+    is built offset-major, one contiguous shifted image plane per kernel offset, and the columns
+    are returned as its transpose (a Fortran-ordered view that matmul takes as is).
+    """
     n, h, w, c = x.shape
+    kh, kw = kernel_size
     out_h, out_w, _ = conv_output_shape((h, w, c), kernel_size, stride, padding, 0)
     xp = np.ascontiguousarray(_pad(x, padding))
+    if c == 1:
+        planes = np.empty((kh, kw, n, out_h, out_w), dtype=x.dtype)
+        for i, j, rows, columns in _offsets(kernel_size, stride, (out_h, out_w)):
+            planes[i, j] = xp[:, rows, columns, 0]
+        return planes.reshape(kh * kw, n * out_h * out_w).T
     patches = _patches(xp, kernel_size, stride, (out_h, out_w))
-    return patches.reshape(n * out_h * out_w, kernel_size[0] * kernel_size[1] * c)
+    return patches.reshape(n * out_h * out_w, kh * kw * c)
 
 
-def col2im(cols: np.ndarray, input_shape, kernel_size, stride: int, padding: Padding):
+def col2im(blocks: np.ndarray, input_shape, kernel_size, stride: int, padding: Padding):
     """Adjoint of im2col: add each column entry back to the input pixel it was copied from.
 
-    cols: (N * H_out * W_out, kh * kw * C) -> (N, H, W, C).
+    blocks: the columns' gradient as one contiguous block per kernel offset,
+    (kh * kw, N * H_out * W_out, C) -> (N, H, W, C). Per-offset blocks make every addition a
+    run of long contiguous reads instead of a gather of C-sized pieces.
     """
     n, h, w, c = input_shape
-    kh, kw = kernel_size
     (top, bottom), (left, right) = padding
     out_h, out_w, _ = conv_output_shape((h, w, c), kernel_size, stride, padding, 0)
-    cols = cols.reshape(n, out_h, out_w, kh, kw, c)
-    dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=cols.dtype)
-    for i in range(kh):
-        rows = slice(i, i + stride * (out_h - 1) + 1, stride)
-        for j in range(kw):
-            columns = slice(j, j + stride * (out_w - 1) + 1, stride)
-            dxp[:, rows, columns, :] += cols[:, :, :, i, j, :]
+    blocks = blocks.reshape(-1, n, out_h, out_w, c)
+    dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=blocks.dtype)
+    for k, (_, _, rows, columns) in enumerate(_offsets(kernel_size, stride, (out_h, out_w))):
+        dxp[:, rows, columns, :] += blocks[k]
     return dxp[:, top : top + h, left : left + w, :]
 
 
@@ -141,9 +165,9 @@ def conv2d_backward(dy, cache, need_dx: bool = True):
     kh, kw, c_in, c_out = w.shape
     dy2 = dy.reshape(-1, c_out)
     dw = (cols.T @ dy2).reshape(w.shape)
-    db = dy2.sum(axis=0) if has_bias else None
+    db = np.ones(dy2.shape[0], dtype=dy.dtype) @ dy2 if has_bias else None  # a matmul beats .sum(0)
     dx = None
     if need_dx:
-        dcols = dy2 @ w.reshape(kh * kw * c_in, c_out).T
-        dx = col2im(dcols, x_shape, (kh, kw), stride, pads)
+        kernels_by_offset = w.reshape(kh * kw, c_in, c_out).transpose(0, 2, 1)  # (kh*kw, C_out, C_in)
+        dx = col2im(np.matmul(dy2, kernels_by_offset), x_shape, (kh, kw), stride, pads)
     return dx, dw, db

@@ -125,7 +125,8 @@ def test_col2im_is_the_adjoint_of_im2col():
     x = rng.standard_normal(shape)
     cols = ops.im2col(x, kernel, stride, pads)
     c = rng.standard_normal(cols.shape)
-    back = ops.col2im(c, shape, kernel, stride, pads)
+    blocks = c.reshape(len(c), kernel[0] * kernel[1], shape[3]).transpose(1, 0, 2)  # one per offset
+    back = ops.col2im(blocks, shape, kernel, stride, pads)
     assert back.shape == shape
     np.testing.assert_allclose(np.sum(cols * c), np.sum(x * back), rtol=1e-12)
 
@@ -213,18 +214,26 @@ def test_maxpool2d_ties_go_to_first_maximum(case, values):
     np.testing.assert_array_equal(dx_plain, dx_ref)
 
     if pool_size == (stride, stride):
-        assert cache[0] == "tiled"  # the fast path was the one checked above
+        # a fast path was the one checked above: pairwise maxima for 2x2, whole tiles otherwise
+        assert cache[0] == ("pairwise" if pool_size == (2, 2) else "tiled")
+        y_tiled, tiled_cache = pool._tiled_forward(x, pool_size[0], out_h, out_w)
+        np.testing.assert_array_equal(y_tiled, y_ref)
+        np.testing.assert_array_equal(pool._tiled_backward(dy, tiled_cache), dx_ref)
         # non-overlapping windows: exactly one input per window receives its gradient
         assert np.count_nonzero(dx) == np.count_nonzero(dy)
 
 
-def test_maxpool2d_tiled_path_on_a_non_contiguous_input():
+@pytest.mark.parametrize("path", ["pairwise", "tiled"])
+def test_maxpool2d_fast_paths_on_a_non_contiguous_input(path):
     rng = np.random.default_rng(6)
     base = rng.integers(0, 3, size=(2, 3, 7, 6)).astype(np.float64)
     x = base.transpose(0, 2, 3, 1)  # (2, 7, 6, 3), not C-contiguous
     dy = rng.standard_normal((2, 3, 3, 3))
-    y, cache = ops.maxpool2d_forward(x, (2, 2), 2)
-    assert cache[0] == "tiled"
+    if path == "pairwise":
+        y, cache = ops.maxpool2d_forward(x, (2, 2), 2)
+    else:
+        y, cache = pool._tiled_forward(x, 2, 3, 3)
+    assert cache[0] == path
     y_ref, dx_ref = reference_maxpool(np.ascontiguousarray(x), (2, 2), 2, dy)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(ops.maxpool2d_backward(dy, cache), dx_ref)
