@@ -43,11 +43,9 @@ class ConvscopeEngine:
         from convscope.optim import SGD
 
         self.model = seed_cnn(shape, 10, seed=seed).compile(SGD(lr=0.01, momentum=0.9))
-        self.params = self.model.state_dict()
 
     def train_step(self, x, y):
-        self.model.loss_and_gradients(x, y)
-        self.model.optimizer.step(self.params, self.model.gradients())
+        self.model.train_step(x, y)
 
     def infer(self, x):
         return self.model.predict_proba(x)

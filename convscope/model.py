@@ -1,11 +1,14 @@
 """Sequential: layers stacked in order, built lazily from the first input shape."""
 
+import copy
+
 import numpy as np
 
 from convscope import layers as layers_module
 from convscope.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from convscope.ops import softmax
 from convscope.optim import get_optimizer
+from convscope.parallel import ShardedRunner, default_workers, replicate_layer
 
 
 def check_images(x, input_shape=None, what="x") -> np.ndarray:
@@ -47,10 +50,17 @@ class Sequential:
 
     The model's output may end with a softmax (a `Softmax()` layer or `activation="softmax"`);
     training always uses the logits before it with a fused softmax cross-entropy.
+
+    `workers` threads share each large batch (see convscope.parallel); 1 runs everything in the
+    calling thread. The default is the number of CPU cores.
     """
 
-    def __init__(self, layers=None, input_shape=None, seed=0, class_names=None, name="sequential"):
+    def __init__(
+        self, layers=None, input_shape=None, seed=0, class_names=None, name="sequential", workers=None
+    ):
         self.layers = []
+        self.workers = default_workers() if workers is None else int(workers)
+        self._runner = None
         self.seed = int(seed)
         self.name = name
         self.class_names = list(class_names) if class_names is not None else None
@@ -218,11 +228,32 @@ class Sequential:
         for index in range(len(body) - 1, -1, -1):
             dy = body[index].backward(dy, need_dx=index > 0)
 
-    def loss_and_gradients(self, x, y, rng=None):
-        """One forward and backward pass in training mode: (loss, logits); grads are filled."""
+    def loss_and_gradients(self, x, y, rng=None, loss_weight=1.0):
+        """One forward and backward pass in training mode, in this thread: (loss, logits).
+
+        Fills every layer's grads with the gradient of `loss_weight * loss`.
+        """
         logits = self.forward_logits(x, training=True, rng=rng)
         loss, cache = softmax_cross_entropy_forward(logits, y)
-        self.backward_logits(softmax_cross_entropy_backward(cache))
+        self.backward_logits(softmax_cross_entropy_backward(cache, loss_weight))
+        return loss, logits
+
+    def replica(self) -> "Sequential":
+        """A model sharing this one's parameter arrays, with its own caches and gradients."""
+        twin = copy.copy(self)
+        twin.layers = [replicate_layer(layer) for layer in self.layers]
+        twin._runner = None
+        return twin
+
+    def _parallel(self) -> ShardedRunner:
+        if self._runner is None or self._runner.workers != self.workers:
+            self._runner = ShardedRunner(self, self.workers)
+        return self._runner
+
+    def train_step(self, x, y, rng=None):
+        """One optimiser step on a prepared batch, shared across `workers` threads: (loss, logits)."""
+        loss, logits, grads = self._parallel().loss_and_gradients(x, y, rng=rng)
+        self.optimizer.step(self.state_dict(), grads)
         return loss, logits
 
     def feature_maps(self, x):
@@ -269,8 +300,9 @@ class Sequential:
         x = self._prepare(x)
         if x.shape[0] == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)
+        runner = self._parallel()
         return np.concatenate(
-            [self.forward_logits(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+            [runner.forward_logits(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
         )
 
     def predict_proba(self, x, batch_size=256) -> np.ndarray:

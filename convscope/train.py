@@ -66,15 +66,13 @@ def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True
     if model.optimizer is None:
         model.compile(Adam(1e-3))
     rng = np.random.default_rng(seed)
-    params = model.state_dict()
     history = History()
     for epoch in range(1, epochs + 1):
         batches = batch_indices(x.shape[0], batch_size, rng if shuffle else None)
         loss_sum, correct, seen = 0.0, 0, 0
         with _progress(len(batches), epoch, epochs, verbose) as bar:
             for idx in batches:
-                loss, logits = model.loss_and_gradients(x[idx], y[idx], rng=rng)
-                model.optimizer.step(params, model.gradients())
+                loss, logits = model.train_step(x[idx], y[idx], rng=rng)
                 loss_sum += loss * len(idx)
                 correct += int((logits.argmax(axis=1) == y[idx]).sum())
                 seen += len(idx)
