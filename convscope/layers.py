@@ -66,6 +66,10 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def infer(self, x):
+        """Inference-mode output without keeping anything for a backward pass."""
+        return self.forward(x)
+
     @property
     def built(self) -> bool:
         return self.output_shape is not None
@@ -195,6 +199,9 @@ class MaxPool2D(Layer):
         y, self._cache = ops.maxpool2d_forward(x, self.pool_size, self.stride)
         return y
 
+    def infer(self, x):
+        return ops.maxpool2d(x, self.pool_size, self.stride)
+
     def backward(self, dy, need_dx=True):
         return ops.maxpool2d_backward(dy, self._cache)
 
@@ -261,6 +268,9 @@ class ReLU(Layer):
     def forward(self, x, training=False, rng=None):
         y, self._cache = ops.relu_forward(x)
         return y
+
+    def infer(self, x):
+        return ops.relu(x)
 
     def backward(self, dy, need_dx=True):
         return ops.relu_backward(dy, self._cache)

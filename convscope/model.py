@@ -216,8 +216,10 @@ class Sequential:
         for layer in body:
             if head == "activation" and layer is self.layers[-1]:
                 x = layer.forward(x, training=training, rng=rng, activate=False)
+            elif training:
+                x = layer.forward(x, training=True, rng=rng)
             else:
-                x = layer.forward(x, training=training, rng=rng)
+                x = layer.infer(x)
         return x
 
     def backward_logits(self, dlogits):

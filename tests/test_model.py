@@ -125,3 +125,12 @@ def test_dropout_is_identity_at_inference_and_seeded_in_training():
     b = model.forward_logits(x, training=True, rng=np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, model(x))
+
+
+def test_inference_path_gives_the_training_path_numbers():
+    model = seed_cnn((9, 9, 3), 10, seed=2)
+    x = np.random.default_rng(0).integers(0, 3, (5, 9, 9, 3)).astype(np.float32)  # many ties
+    h_train = h_infer = x
+    for layer in model.layers:
+        h_train, h_infer = layer.forward(h_train, training=True), layer.infer(h_infer)
+        np.testing.assert_array_equal(h_infer, h_train)

@@ -4,6 +4,7 @@
 from convscope.ops.activations import (
     dropout_backward,
     dropout_forward,
+    relu,
     relu_backward,
     relu_forward,
     softmax,
@@ -20,7 +21,7 @@ from convscope.ops.conv import (
     resolve_padding,
 )
 from convscope.ops.dense import dense_backward, dense_forward, flatten_backward, flatten_forward
-from convscope.ops.pool import maxpool2d_backward, maxpool2d_forward, pool_output_shape
+from convscope.ops.pool import maxpool2d, maxpool2d_backward, maxpool2d_forward, pool_output_shape
 
 __all__ = [
     "col2im",
@@ -34,10 +35,12 @@ __all__ = [
     "flatten_backward",
     "flatten_forward",
     "im2col",
+    "maxpool2d",
     "maxpool2d_backward",
     "maxpool2d_forward",
     "output_size",
     "pool_output_shape",
+    "relu",
     "relu_backward",
     "relu_forward",
     "resolve_padding",

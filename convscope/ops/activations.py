@@ -9,6 +9,11 @@ def relu_forward(x):
     return x * positive, positive
 
 
+def relu(x):
+    """Inference-only max(x, 0), without the backward mask."""
+    return np.maximum(x, 0)
+
+
 def relu_backward(dy, cache):
     """The gradient passes where the input was positive (0 at x == 0, as in PyTorch)."""
     return dy * cache

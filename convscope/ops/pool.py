@@ -39,6 +39,17 @@ def maxpool2d_forward(x, pool_size=(2, 2), stride=None):
     return _windowed_forward(x, (ph, pw), stride, out_h, out_w)
 
 
+def maxpool2d(x, pool_size=(2, 2), stride=None):
+    """Inference-only max pooling: the same y as maxpool2d_forward, without the backward cache."""
+    ph, pw = pool_size
+    stride = ph if stride is None else stride
+    if (ph, pw) == (stride, stride) == (2, 2):
+        out_h, out_w, _ = pool_output_shape(x.shape[1:], pool_size, stride)
+        top_left, top_right, bottom_left, bottom_right = _quarters(x, out_h, out_w)
+        return np.maximum(np.maximum(top_left, top_right), np.maximum(bottom_left, bottom_right))
+    return maxpool2d_forward(x, pool_size, stride)[0]
+
+
 def maxpool2d_backward(dy, cache):
     """dy: (N, H_out, W_out, C) -> dx: (N, H, W, C)."""
     backward = {"pairwise": _pairwise_backward, "tiled": _tiled_backward, "windowed": _windowed_backward}
