@@ -1,0 +1,90 @@
+"""CIFAR-10 in its official binary format, gzip-compressed or plain.
+
+Each file is a sequence of 3,073-byte records: one label byte (0-9), then 1,024 red, 1,024 green and
+1,024 blue bytes, each a 32x32 image stored row by row. `batches.meta.txt` names the classes, one per
+line. Training files are `data_batch_1.bin` ... `data_batch_5.bin`; the test file is `test_batch.bin`.
+"""
+
+import glob
+import os
+
+import numpy as np
+
+from convscope.data.idx import MAX_IDX_BYTES, DataFormatError, find_file, open_maybe_gzip
+
+RECORD_BYTES = 1 + 3 * 32 * 32
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+
+
+def read_cifar_batch(path):
+    """One CIFAR binary file -> images (N, 32, 32, 3) uint8 and labels (N,) uint8."""
+    path = os.fspath(path)
+    try:
+        with open_maybe_gzip(path) as stream:
+            raw = stream.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise DataFormatError(f"{path}: cannot read: {error}") from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise DataFormatError(f"{path}: larger than {MAX_IDX_BYTES:,} bytes, not a CIFAR batch")
+    if len(raw) == 0 or len(raw) % RECORD_BYTES:
+        raise DataFormatError(
+            f"{path}: {len(raw):,} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR records "
+            "(truncated or not a CIFAR-10 binary file)"
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD_BYTES)
+    labels = records[:, 0]
+    if labels.max() >= len(CIFAR10_CLASSES):
+        bad = int(np.argmax(labels >= len(CIFAR10_CLASSES)))
+        raise DataFormatError(f"{path}: record {bad} has label {labels[bad]}, CIFAR-10 labels are 0-9")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.copy()
+
+
+def cifar_class_names(folder) -> list:
+    """The names in batches.meta.txt (one per line), or the official ten if the file is absent."""
+    path = os.path.join(folder, "batches.meta.txt")
+    if not os.path.isfile(path):
+        return list(CIFAR10_CLASSES)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        names = [line.strip() for line in f if line.strip()]
+    if len(names) != len(CIFAR10_CLASSES):
+        raise DataFormatError(f"{path}: expected {len(CIFAR10_CLASSES)} class names, found {len(names)}")
+    return names
+
+
+def _split_files(folder, split: str) -> list:
+    if split == "test":
+        return [find_file(folder, "test_batch.bin")]
+    if split != "train":
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    found = sorted(
+        {p[:-3] if p.endswith(".gz") else p for p in glob.glob(os.path.join(folder, "data_batch_*.bin*"))}
+    )
+    if not found:
+        raise FileNotFoundError(f"no data_batch_*.bin (or .bin.gz) files found in {folder}")
+    return [find_file(folder, os.path.basename(p)) for p in found]
+
+
+def load_cifar10(folder, split: str, classes=None):
+    """Images (N, 32, 32, 3) float32 in [0, 1], labels (N,) int64 and class names.
+
+    `classes` (a list of names) keeps only those classes, relabelled 0..k-1 in the given order.
+    """
+    batches = [read_cifar_batch(path) for path in _split_files(folder, split)]
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches]).astype(np.int64)
+    names = cifar_class_names(folder)
+    if classes:
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise ValueError(f"unknown CIFAR-10 class(es) {unknown}; known: {', '.join(names)}")
+        wanted = [names.index(c) for c in classes]
+        keep = np.isin(labels, wanted)
+        relabel = np.full(len(names), -1, dtype=np.int64)
+        relabel[wanted] = np.arange(len(wanted))
+        images, labels, names = images[keep], relabel[labels[keep]], list(classes)
+    return images.astype(np.float32) / 255.0, labels, names
