@@ -45,6 +45,21 @@ def check_labels(y, n: int, num_classes: int, what="y") -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def _checked_standardization(value, input_shape):
+    """A saved {"mean": [C floats], "std": [C positive floats]} or None; else a ValueError."""
+    if value is None:
+        return None
+    channels = input_shape[-1]
+    ok = isinstance(value, dict) and set(value) == {"mean", "std"}
+    ok = ok and all(isinstance(value[k], list) and len(value[k]) == channels for k in ("mean", "std"))
+    ok = ok and all(isinstance(v, (int, float)) and np.isfinite(v) for v in value["mean"] + value["std"])
+    if not ok or min(value["std"]) <= 0:
+        raise ValueError(
+            f"standardization must hold {channels} finite means and positive stds, got {value!r}"
+        )
+    return value
+
+
 class Sequential:
     """A stack of layers. Images in are (N, H, W, C) float32; the output is (N, num_classes).
 
@@ -56,9 +71,17 @@ class Sequential:
     """
 
     def __init__(
-        self, layers=None, input_shape=None, seed=0, class_names=None, name="sequential", workers=None
+        self,
+        layers=None,
+        input_shape=None,
+        seed=0,
+        class_names=None,
+        name="sequential",
+        workers=None,
+        standardization=None,
     ):
         self.layers = []
+        self.standardization = standardization
         self.workers = default_workers() if workers is None else int(workers)
         self._runner = None
         self.seed = int(seed)
@@ -184,6 +207,7 @@ class Sequential:
             "input_shape": list(self.input_shape),
             "seed": self.seed,
             "class_names": self.class_names,
+            "standardization": self.standardization,
             "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
         }
 
@@ -196,6 +220,7 @@ class Sequential:
             seed=config.get("seed", 0),
             class_names=config.get("class_names"),
             name=config.get("name", "sequential"),
+            standardization=_checked_standardization(config.get("standardization"), config["input_shape"]),
         )
 
     # forward and backward
@@ -260,7 +285,7 @@ class Sequential:
 
     def feature_maps(self, x):
         """Every layer's output for a batch (inference mode): a list of arrays, one per layer."""
-        x = self._prepare(x)
+        x = self.standardize(self._prepare(x))
         outputs = []
         for layer in self.layers:
             x = layer.forward(x)
@@ -277,13 +302,34 @@ class Sequential:
             self.build(x.shape[1:])
         return check_images(x, self.input_shape)
 
+    def adapt(self, x):
+        """Compute per-channel mean and standard deviation of training images (N, H, W, C) and keep
+        them: from then on every input is standardised as (x - mean) / std inside the model, so
+        predict, evaluate and saved models take raw [0, 1] images."""
+        x = self._prepare(x)
+        mean = x.mean(axis=(0, 1, 2), dtype=np.float64)
+        std = np.maximum(x.std(axis=(0, 1, 2), dtype=np.float64), 1e-6)
+        self.standardization = {"mean": mean.tolist(), "std": std.tolist()}
+        return self
+
+    def standardize(self, x):
+        """(x - mean) / std per channel if the model was adapted, else x unchanged."""
+        if self.standardization is None:
+            return x
+        mean = np.asarray(self.standardization["mean"], dtype=np.float32)
+        std = np.asarray(self.standardization["std"], dtype=np.float32)
+        return (x - mean) / std
+
     def compile(self, optimizer="adam"):
         """Choose the optimiser used by `fit` (an Optimizer, or 'adam' / 'sgd' with defaults)."""
         self.optimizer = get_optimizer(optimizer)
         return self
 
-    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=0, verbose=1):
-        """Train on (x, y) for `epochs` passes; returns a History. Uses Adam(1e-3) unless compiled."""
+    def fit(
+        self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=0, verbose=1, **options
+    ):
+        """Train on (x, y) for `epochs` passes; returns a History. Uses Adam(1e-3) unless compiled.
+        `options` (augment, lr_schedule) are described in convscope.train.fit."""
         from convscope.train import fit
 
         return fit(
@@ -296,6 +342,7 @@ class Sequential:
             shuffle=shuffle,
             seed=seed,
             verbose=verbose,
+            **options,
         )
 
     def _batched_logits(self, x, batch_size):
@@ -304,7 +351,10 @@ class Sequential:
             return np.zeros((0, self.num_classes), dtype=np.float32)
         runner = self._parallel()
         return np.concatenate(
-            [runner.forward_logits(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+            [
+                runner.forward_logits(self.standardize(x[i : i + batch_size]))
+                for i in range(0, x.shape[0], batch_size)
+            ]
         )
 
     def predict_proba(self, x, batch_size=256) -> np.ndarray:
@@ -332,7 +382,7 @@ class Sequential:
 
     def __call__(self, x):
         """Model output for a batch: probabilities if the model ends in softmax, else logits."""
-        x = self._prepare(x)
+        x = self.standardize(self._prepare(x))
         for layer in self.layers:
             x = layer.forward(x)
         return x

@@ -4,6 +4,8 @@
 and updates each parameter array in place; per-parameter state is kept under the same names.
 """
 
+import math
+
 import numpy as np
 
 
@@ -113,3 +115,40 @@ def get_optimizer(spec) -> Optimizer:
     if isinstance(spec, str) and spec.lower() in OPTIMIZERS:
         return OPTIMIZERS[spec.lower()]()
     raise ValueError(f"optimizer must be an Optimizer or one of {sorted(OPTIMIZERS)}, got {spec!r}")
+
+
+class OneCycle:
+    """The one-cycle learning-rate schedule (torch.optim.lr_scheduler.OneCycleLR, cosine, two
+    phases): from max_lr / div_factor up to max_lr over the first pct_start of the steps, then down
+    to max_lr / (div_factor * final_div_factor)."""
+
+    def __init__(self, max_lr, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+        self.max_lr = _check_hyper("max_lr", max_lr, 0.0, include_low=False)
+        self.pct_start = _check_hyper("pct_start", pct_start, 0.0, 1.0, include_low=False)
+        self.initial_lr = self.max_lr / _check_hyper("div_factor", div_factor, 0.0, include_low=False)
+        self.min_lr = self.initial_lr / _check_hyper(
+            "final_div_factor", final_div_factor, 0.0, include_low=False
+        )
+
+    @staticmethod
+    def _cosine(start, end, fraction):
+        return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
+
+    def __call__(self, step: int, total_steps: int) -> float:
+        warmup_end = self.pct_start * total_steps - 1
+        if step <= warmup_end:
+            return self._cosine(self.initial_lr, self.max_lr, step / warmup_end if warmup_end > 0 else 1.0)
+        fraction = (step - warmup_end) / max(total_steps - 1 - warmup_end, 1e-12)
+        return self._cosine(self.max_lr, self.min_lr, min(fraction, 1.0))
+
+
+class Cosine:
+    """Cosine decay from the optimiser's lr `max_lr` to `min_lr` over the run."""
+
+    def __init__(self, max_lr, min_lr=0.0):
+        self.max_lr = _check_hyper("max_lr", max_lr, 0.0, include_low=False)
+        self.min_lr = _check_hyper("min_lr", min_lr, 0.0)
+
+    def __call__(self, step: int, total_steps: int) -> float:
+        fraction = step / max(total_steps - 1, 1)
+        return self.min_lr + (self.max_lr - self.min_lr) / 2.0 * (math.cos(math.pi * fraction) + 1)

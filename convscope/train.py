@@ -49,10 +49,25 @@ def _check_fit_arguments(epochs, batch_size):
             raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
 
 
-def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=0, verbose=1):
+def fit(
+    model,
+    x,
+    y,
+    epochs=1,
+    batch_size=32,
+    validation_data=None,
+    shuffle=True,
+    seed=0,
+    verbose=1,
+    augment=None,
+    lr_schedule=None,
+):
     """Train `model` on images x (N, H, W, C) and class ids y (N,); returns a History.
 
-    One Generator seeded by `seed` drives the shuffling and dropout, so equal seeds give equal runs.
+    augment: None or a callable (batch, rng) -> batch applied to raw training batches only
+    (e.g. convscope.data.augment.Augmentation). lr_schedule: None or a callable
+    (step, total_steps) -> learning rate, set on the optimiser before every step (e.g. OneCycle).
+    One Generator seeded by `seed` drives shuffling, augmentation and dropout: equal seeds, equal runs.
     """
     _check_fit_arguments(epochs, batch_size)
     x = model._prepare(x)
@@ -67,12 +82,18 @@ def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True
         model.compile(Adam(1e-3))
     rng = np.random.default_rng(seed)
     history = History()
+    steps_per_epoch = -(-x.shape[0] // batch_size)
+    step = 0
     for epoch in range(1, epochs + 1):
         batches = batch_indices(x.shape[0], batch_size, rng if shuffle else None)
         loss_sum, correct, seen = 0.0, 0, 0
         with _progress(len(batches), epoch, epochs, verbose) as bar:
             for idx in batches:
-                loss, logits = model.train_step(x[idx], y[idx], rng=rng)
+                batch = x[idx] if augment is None else augment(x[idx], rng)
+                if lr_schedule is not None:
+                    model.optimizer.lr = lr_schedule(step, epochs * steps_per_epoch)
+                loss, logits = model.train_step(model.standardize(batch), y[idx], rng=rng)
+                step += 1
                 loss_sum += loss * len(idx)
                 correct += int((logits.argmax(axis=1) == y[idx]).sum())
                 seen += len(idx)

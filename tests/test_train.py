@@ -79,3 +79,58 @@ def test_fit_rejects_mismatched_labels(digits):
 def test_optimiser_argument_errors(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_standardization_is_kept_in_the_model_and_its_file(digits, tmp_path):
+    import convscope
+
+    train, test = digits
+    model = seed_cnn((8, 8, 1), 10).adapt(train.images)
+    mean, std = model.standardization["mean"][0], model.standardization["std"][0]
+    assert mean == pytest.approx(float(train.images.mean()), rel=1e-4)
+    model.fit(train.images[:128], train.labels[:128], epochs=1, verbose=0)
+    model.save(tmp_path / "m.convscope")
+    loaded = convscope.load(tmp_path / "m.convscope")
+    assert loaded.standardization == model.standardization
+    np.testing.assert_array_equal(loaded.predict_proba(test.images), model.predict_proba(test.images))
+    raw = model.feature_maps(test.images[:1])[0]
+    manual = seed_cnn((8, 8, 1), 10).load_state_dict(model.state_dict())(
+        (test.images[:1] - np.float32(mean)) / np.float32(std)
+    )
+    assert raw.shape == (1, 8, 8, 16) and manual.shape == (1, 10)
+    np.testing.assert_allclose(model(test.images[:1]), manual, rtol=1e-5)
+
+
+def test_fit_with_augmentation_and_one_cycle(digits):
+    from convscope.data.augment import Augmentation
+    from convscope.optim import OneCycle
+
+    train, test = digits
+    model = seed_cnn((8, 8, 1), 10, seed=0).compile(Adam(1e-3))
+    model.fit(
+        train.images,
+        train.labels,
+        epochs=8,
+        batch_size=32,
+        verbose=0,
+        augment=Augmentation(flip=False, crop_padding=1),
+        lr_schedule=OneCycle(3e-3),
+    )
+    assert model.optimizer.lr == pytest.approx(3e-3 / 25 / 1e4, rel=1e-3)  # annealed to the floor
+    assert model.evaluate(test.images, test.labels)[1] > 0.9
+
+
+def test_one_cycle_matches_torch():
+    torch = pytest.importorskip("torch")
+    from convscope.optim import OneCycle
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=50, cycle_momentum=False
+    )
+    schedule = OneCycle(3e-3)
+    for step in range(50):
+        assert schedule(step, 50) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9, abs=1e-15)
+        optimizer.step()
+        scheduler.step()
