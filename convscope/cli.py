@@ -6,6 +6,9 @@ import sys
 
 DEMO_EPOCHS = 30
 DEMO_LR = 0.05
+DEMO_DIGIT_INDEX = 0
+REPORT_TITLE = "Inside a convolutional neural network"
+DEFAULT_PATCH_IMAGES = 2000
 
 
 def _load_split(dataset, data_dir, split):
@@ -14,12 +17,21 @@ def _load_split(dataset, data_dir, split):
     return data.load(dataset, data_dir=data_dir, split=split)
 
 
+DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
+
+
 def _make_optimizer(name, lr):
     from convscope.optim import SGD, Adam
 
     if name == "sgd":
-        return SGD(lr=0.05 if lr is None else lr, momentum=0.9)
-    return Adam(lr=1e-3 if lr is None else lr)
+        return SGD(lr=lr, momentum=0.9)
+    return Adam(lr=lr)
+
+
+def _make_schedule(name, lr):
+    from convscope.optim import Cosine, OneCycle
+
+    return {"onecycle": lambda: OneCycle(lr), "cosine": lambda: Cosine(lr), "none": lambda: None}[name]()
 
 
 def _print_accuracy(model, dataset, split):
@@ -30,7 +42,8 @@ def _print_accuracy(model, dataset, split):
 
 
 def cmd_demo(args):
-    """Train the seed CNN on scikit-learn's bundled digits and save it."""
+    """Convolve the sample photo, train the seed CNN on scikit-learn's bundled digits, save it, and
+    write the report of what it learned beside it."""
     from convscope.models import seed_cnn
     from convscope.optim import SGD
 
@@ -46,11 +59,45 @@ def cmd_demo(args):
     model.summary()
     model.compile(SGD(lr=DEMO_LR, momentum=0.9))
     print(f"training: SGD lr={DEMO_LR} momentum=0.9, batch 32, {args.epochs} epochs, seed {args.seed}")
-    model.fit(train.images, train.labels, epochs=args.epochs, batch_size=32, seed=args.seed)
+    history = model.fit(
+        train.images,
+        train.labels,
+        epochs=args.epochs,
+        batch_size=32,
+        seed=args.seed,
+        validation_data=(test.images, test.labels),
+    )
     _print_accuracy(model, test, "test")
     path = os.path.join(args.out_dir, "model.convscope")
     model.save(path)
     print(f"saved model to {path}")
+    if not args.no_report:
+        _write_demo_report(model, history, train, test, args.out_dir)
+
+
+def _write_demo_report(model, history, train, test, out_dir):
+    """The whole story in one report: a kernel on a photo, then a test digit through the trained model."""
+    from convscope.explain.convolve import sample_photo
+    from convscope.explain.kernels import classic_kernel
+    from convscope.explain.report import write_report
+    from convscope.explain.story import evaluation_section, explain_sections, photo_section, training_section
+
+    index = DEMO_DIGIT_INDEX
+    notes = [f"test image {index} of the bundled digits, true class {test.class_names[test.labels[index]]}"]
+    sections = (
+        [photo_section(sample_photo(), "vertical_line", classic_kernel("vertical_line"))]
+        + explain_sections(model, test.images[index], notes, patch_images=train.images)
+        + [
+            training_section(
+                history,
+                f"The validation curves are the {len(test.labels)} test images, "
+                "measured after each epoch; they do not steer the training.",
+            ),
+            evaluation_section(model, test.images, test.labels),
+        ]
+    )
+    path = write_report(sections, out_dir, REPORT_TITLE, _report_lead(model))
+    print(f"report: {path}")
 
 
 def cmd_train(args):
@@ -66,8 +113,29 @@ def cmd_train(args):
         train.images.shape[1:], len(train.class_names), seed=args.seed, class_names=train.class_names
     )
     model.summary()
-    model.compile(_make_optimizer(args.optimizer, args.lr))
-    model.fit(train.images, train.labels, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    if not args.no_standardize:
+        model.adapt(train.images)
+        print(f"standardising each channel with the training split's mean and std: {model.standardization}")
+    lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    model.compile(_make_optimizer(args.optimizer, lr))
+    augment = None
+    if args.augment:
+        from convscope.data.augment import Augmentation
+
+        augment = Augmentation(flip=True, crop_padding=4)
+    print(
+        f"training: {args.optimizer} lr {lr} ({args.schedule} schedule), batch {args.batch_size}, "
+        f"{args.epochs} epochs, seed {args.seed}, augmentation {'flip + 4-pixel crop' if augment else 'off'}"
+    )
+    model.fit(
+        train.images,
+        train.labels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        augment=augment,
+        lr_schedule=_make_schedule(args.schedule, lr),
+    )
     model.save(args.out)
     print(f"saved model to {args.out}")
 
@@ -84,6 +152,15 @@ def cmd_evaluate(args):
             f"{args.dataset} has {dataset.images.shape[1:]}"
         )
     _print_accuracy(model, dataset, args.split)
+    if args.report:
+        from convscope.explain.report import picture_file_names, write_report
+        from convscope.explain.story import evaluation_section
+
+        section = evaluation_section(model, dataset.images, dataset.labels, args.split)
+        path = write_report([section], args.report, f"Evaluation of {args.model}", _report_lead(model))
+        for name in picture_file_names([section])[0]:
+            print(f"wrote {os.path.join(args.report, name)}")
+        print(f"report: {path}")
 
 
 def cmd_predict(args):
@@ -108,9 +185,123 @@ def cmd_predict(args):
             )
 
 
+def _report_lead(model) -> str:
+    layers = " → ".join(layer.name for layer in model.layers)
+    return (
+        f"{model.name}: input {'×'.join(map(str, model.input_shape))} → {layers}. Read top to bottom, "
+        "like the network: each section is one step."
+    )
+
+
+def _padding(text):
+    """--padding: 'same', 'valid' or a number of zero rows and columns added on every side."""
+    if text in ("same", "valid"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be 'same', 'valid' or a whole number >= 0, got {text!r}")
+
+
+def _positive_int(text):
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+
+
+def cmd_convolve(args):
+    """Slide one kernel over one image with the engine's conv op and draw input, kernel, feature map."""
+    from convscope.explain.convolve import convolution_figure, convolve_image, read_photo, sample_photo
+    from convscope.explain.figures import figure_png, save_png
+    from convscope.explain.kernels import get_kernel
+
+    if not args.out.lower().endswith(".png"):
+        raise ValueError(f"--out must name a .png file, got {args.out!r}")
+    label, kernel = get_kernel(args.kernel)
+    if args.image is None:
+        image, notes = sample_photo(), ["scikit-learn's sample photo china.jpg"]
+        if args.gray:
+            image = image.mean(axis=2, keepdims=True)
+    else:
+        image, notes = read_photo(args.image, max_side=args.max_side, gray=args.gray)
+    feature_map = convolve_image(image, kernel, args.padding, args.stride, per_channel=args.per_channel)
+    fig = convolution_figure(image, kernel, feature_map, args.padding, args.stride, label)
+    save_png(figure_png(fig), args.out)
+    for note in notes:
+        print(f"  {note}")
+    print(
+        f"{'x'.join(map(str, image.shape))} -> {'x'.join(map(str, feature_map.shape))} "
+        f"(kernel {label}, padding {args.padding}, stride {args.stride})"
+    )
+    print(f"wrote {args.out}")
+
+
+def _explain_image(args, model, dataset):
+    """The image to explain, (H, W, C), and notes on where it came from: a file or a data-set index."""
+    from convscope.data.images import read_image
+
+    if args.image is not None:
+        if args.index is not None:
+            raise ValueError("give an IMAGE file or --index, not both")
+        return read_image(args.image, model.input_shape, invert=args.invert)
+    if dataset is None:
+        raise ValueError(
+            f"give an IMAGE file, or --dataset (and --data-dir) with --index: no data set is bundled for "
+            f"{'x'.join(map(str, model.input_shape))} inputs"
+        )
+    split = _load_split(dataset, args.data_dir, args.split)
+    _check_dataset_fits(model, split, dataset)
+    index = 0 if args.index is None else args.index
+    if not 0 <= index < len(split.labels):
+        raise ValueError(
+            f"--index {index} is out of range: the {args.split} split of {dataset} "
+            f"has {len(split.labels)} images"
+        )
+    notes = [f"{args.split} image {index} of {dataset}, true class {split.class_names[split.labels[index]]}"]
+    return split.images[index], notes
+
+
+def _check_dataset_fits(model, split, dataset):
+    if tuple(split.images.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(
+            f"the model takes {'x'.join(map(str, model.input_shape))} images but {dataset} images are "
+            f"{'x'.join(map(str, split.images.shape[1:]))}"
+        )
+
+
+def cmd_explain(args):
+    """Write report.html (and one PNG per figure) showing one image going through a saved model."""
+    from convscope import load_model
+    from convscope.explain.report import write_report
+    from convscope.explain.story import explain_sections
+
+    model = load_model(args.model)
+    dataset = args.dataset or ("digits" if tuple(model.input_shape) == (8, 8, 1) else None)
+    image, notes = _explain_image(args, model, dataset)
+    patch_images = None
+    if dataset is not None and args.patch_images > 0:
+        source = _load_split(dataset, args.data_dir, "train")
+        _check_dataset_fits(model, source, dataset)
+        patch_images = source.images[: args.patch_images]
+        print(f"top patches: searching the first {len(patch_images)} training images of {dataset}")
+    else:
+        print("top patches: skipped (give --dataset and --data-dir to search a data set)")
+    for note in notes:
+        print(f"  {note}")
+    sections = explain_sections(model, image, notes, patch_images)
+    path = write_report(sections, args.out, REPORT_TITLE, _report_lead(model))
+    print(f"report: {path}")
+
+
 def cmd_bench(args):
     """Measure the seed CNN's speed and memory beside PyTorch."""
     from convscope.bench import main_from_args
+
+    main_from_args(args)
+
+
+def cmd_export(args):
+    """Write a saved model for ONNX or PyTorch, and/or check that the engines agree."""
+    from convscope.interop.export import main_from_args
 
     main_from_args(args)
 
@@ -125,15 +316,20 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"convscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="train the seed CNN on the bundled digits (offline)")
-    demo.add_argument("--out-dir", default="demo-output", help="where to save model.convscope")
+    demo = commands.add_parser(
+        "demo", help="convolve a photo, train the seed CNN on the bundled digits, write the report (offline)"
+    )
+    demo.add_argument("--out-dir", default="demo-output", help="where to write model.convscope, report.html")
     demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-report", action="store_true", help="only train and save the model")
     demo.set_defaults(run=cmd_demo)
 
     def add_data_arguments(sub, default_dataset):
-        sub.add_argument("--dataset", choices=DATASETS, default=default_dataset)
-        sub.add_argument("--data-dir", help="folder with the data set's files (IDX for mnist, fashion-mnist)")
+        sub.add_argument("--dataset", default=default_dataset, help=f"one of: {', '.join(DATASETS)}")
+        sub.add_argument(
+            "--data-dir", help="folder with the data set's files (IDX for mnist, fashion-mnist; CIFAR binary)"
+        )
 
     train = commands.add_parser("train", help="train the seed CNN on a data set and save it")
     add_data_arguments(train, "digits")
@@ -143,9 +339,22 @@ def build_parser():
         "--optimizer",
         choices=("adam", "sgd"),
         default="adam",
-        help="adam (default lr 1e-3) or sgd with momentum 0.9 (default lr 0.05)",
+        help="adam (default lr 3e-3) or sgd with momentum 0.9 (default lr 0.05)",
     )
-    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--lr", type=float, help="learning rate (the peak of the schedule)")
+    train.add_argument(
+        "--schedule",
+        choices=("onecycle", "cosine", "none"),
+        default="onecycle",
+        help="learning-rate schedule: one-cycle (warm up to --lr over 30%% of the steps, then anneal), "
+        "cosine decay from --lr, or a constant --lr",
+    )
+    train.add_argument("--augment", action="store_true", help="random horizontal flips and 4-pixel shifts")
+    train.add_argument(
+        "--no-standardize",
+        action="store_true",
+        help="feed [0, 1] pixels as they are (default: standardise each channel, stats kept in the model)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="model.convscope", help="model file to write")
     train.set_defaults(run=cmd_train)
@@ -154,6 +363,9 @@ def build_parser():
     evaluate.add_argument("model", help="a .convscope model file")
     add_data_arguments(evaluate, "digits")
     evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument(
+        "--report", metavar="DIR", help="also write a confusion matrix and the most confident mistakes here"
+    )
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify image files with a saved model")
@@ -163,12 +375,69 @@ def build_parser():
     predict.add_argument("--invert", action="store_true", help="invert gray levels before predicting")
     predict.set_defaults(run=cmd_predict)
 
+    add_explain_commands(commands)
+
     from convscope.bench import add_arguments as add_bench_arguments
 
     bench = commands.add_parser("bench", help="training and inference speed beside PyTorch")
     add_bench_arguments(bench)
     bench.set_defaults(run=cmd_bench)
+
+    from convscope.interop.export import add_arguments as add_export_arguments
+
+    export = commands.add_parser("export", help="write a model for ONNX or PyTorch; --check compares engines")
+    add_export_arguments(export)
+    export.set_defaults(run=cmd_export)
     return parser
+
+
+def add_explain_commands(commands):
+    """The `convolve` and `explain` commands."""
+    from convscope.data import DATASETS
+
+    convolve = commands.add_parser("convolve", help="slide a kernel over an image: input, kernel, output")
+    convolve.add_argument("image", nargs="?", help="an image file (default: scikit-learn's sample photo)")
+    convolve.add_argument(
+        "--kernel",
+        default="vertical_line",
+        help="a classic kernel (vertical_line, horizontal_line, sobel_x, sobel_y, laplacian, sharpen, "
+        "box_blur, gaussian_blur, gaussian_blur_5x5, emboss, identity) or rows like '0 1 0; 0 1 0; 0 1 0'",
+    )
+    convolve.add_argument("--padding", type=_padding, default="valid", help="same, valid or N")
+    convolve.add_argument("--stride", type=_positive_int, default=1)
+    convolve.add_argument(
+        "--per-channel", action="store_true", help="one map per colour channel instead of their sum"
+    )
+    convolve.add_argument("--gray", action="store_true", help="convert the image to grayscale first")
+    convolve.add_argument(
+        "--max-side", type=_positive_int, default=800, help="shrink bigger images to this side"
+    )
+    convolve.add_argument("--out", default="convolve.png", help="the figure to write (.png)")
+    convolve.set_defaults(run=cmd_convolve)
+
+    explain = commands.add_parser(
+        "explain", help="report.html: one image through a model, feature maps, kernels, top patches"
+    )
+    explain.add_argument("model", help="a .convscope model file")
+    explain.add_argument("image", nargs="?", help="an image file (or use --index)")
+    explain.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help=f"data set for --index and for each kernel's top patches: {', '.join(DATASETS)} "
+        "(default: the bundled digits when the model takes 8x8x1 images, else none)",
+    )
+    explain.add_argument("--data-dir", help="folder with the data set's files (IDX for mnist, fashion-mnist)")
+    explain.add_argument("--index", type=int, help="explain this image of the data set's --split instead")
+    explain.add_argument("--split", choices=("train", "test"), default="test")
+    explain.add_argument(
+        "--patch-images",
+        type=int,
+        default=DEFAULT_PATCH_IMAGES,
+        help="how many training images of --dataset to search for each kernel's top patches (0: none)",
+    )
+    explain.add_argument("--invert", action="store_true", help="invert the image's gray levels first")
+    explain.add_argument("--out", default="explain-output", help="folder for report.html and the PNGs")
+    explain.set_defaults(run=cmd_explain)
 
 
 def main(argv=None) -> int:

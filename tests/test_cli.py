@@ -86,3 +86,16 @@ def test_console_script_help_lists_only_working_commands():
     )
     for command in ("demo", "train", "evaluate", "predict"):
         assert command in result.stdout
+
+
+def test_train_standardises_and_takes_recipe_options(tmp_path, capsys):
+    import convscope
+
+    out = tmp_path / "a.convscope"
+    args = ["train", "--epochs", "1", "--augment", "--schedule", "cosine", "--lr", "0.002", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "cosine schedule" in printed and "flip + 4-pixel crop" in printed
+    assert convscope.load(out).standardization is not None
+    assert main(["train", "--epochs", "1", "--no-standardize", "--out", str(out)]) == 0
+    assert convscope.load(out).standardization is None

@@ -1,0 +1,178 @@
+"""convscope -> ONNX: the model as an inference graph that onnxruntime (and TensorRT, OpenVINO, ...)
+can run.
+
+The graph works in NCHW inside, as ONNX's Conv and MaxPool require. With layout='nhwc' (the
+default) its input `images` is (N, H, W, C) like convscope's, and a Transpose node makes it NCHW;
+with layout='nchw' the input is (N, C, H, W) like PyTorch's. Flatten then gives (c, h, w) order,
+so the first Dense layer after it gets its weight's input axis permuted (as in to_torch): one
+weight reordering at export instead of a transpose at every run.
+
+Outputs: `logits` (N, K); a model ending in softmax also has `probabilities` (N, K), listed first.
+metadata_props hold class_names (JSON), convscope_version, input_layout, input_shape and
+convscope_config (the architecture as in the model file's config.json).
+"""
+
+import json
+
+import numpy as np
+
+from convscope import layers as L
+from convscope.interop.pytorch import conv_weight_to_torch, dense_weight_to_torch, refuse_standardized
+
+OPSET = 13
+IR_VERSION = 8  # the IR version of opset 13's release: readable by runtimes back to 2021
+LAYOUTS = ("nhwc", "nchw")
+
+
+def _version() -> str:
+    from convscope import __version__
+
+    return __version__
+
+
+class _Graph:
+    """Nodes and initializers collected in order; `tensor` is the current output's name."""
+
+    def __init__(self, helper, numpy_helper):
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers = [], []
+        self.tensor = "images"
+
+    def add(self, op: str, name: str, inputs=(), **attributes) -> str:
+        """Append `op` on the current tensor plus `inputs`; its output, named `name`, becomes current."""
+        self.nodes.append(self.helper.make_node(op, [self.tensor, *inputs], [name], name=name, **attributes))
+        self.tensor = name
+        return name
+
+    def constant(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        return name
+
+
+def _conv(graph: _Graph, index: int, layer: L.Conv2D, out: str):
+    (top, bottom), (left, right) = layer.padding
+    attributes = {"kernel_shape": list(layer.kernel_size), "strides": [layer.stride] * 2}
+    attributes["pads"] = [top, left, bottom, right]  # ONNX order: all begins, then all ends
+    inputs = [graph.constant(f"{index}.weight", conv_weight_to_torch(layer.params["weight"]))]
+    if layer.use_bias:
+        inputs.append(graph.constant(f"{index}.bias", layer.params["bias"]))
+    graph.add("Conv", out, inputs, **attributes)
+
+
+def _dense(graph: _Graph, index: int, layer: L.Dense, out: str, flattened_from):
+    weight = dense_weight_to_torch(layer.params["weight"], flattened_from)  # (D_out, D_in)
+    inputs = [graph.constant(f"{index}.weight", weight)]
+    if layer.use_bias:
+        inputs.append(graph.constant(f"{index}.bias", layer.params["bias"]))
+    graph.add("Gemm", out, inputs, transB=1)
+
+
+def _dense_follows(model, index: int) -> bool:
+    return any(isinstance(layer, L.Dense) for layer in model.layers[index + 1 :])
+
+
+def _add_layer(graph: _Graph, model, index: int, flattened_from):
+    """The nodes of layer `index`; returns the (H, W, C) block whose flattening is still pending
+    a weight permutation (or None)."""
+    layer = model.layers[index]
+    fused = getattr(layer, "activation", None)
+    out = f"{layer.name}/linear" if fused else layer.name
+    if isinstance(layer, L.Conv2D):
+        _conv(graph, index, layer, out)
+    elif isinstance(layer, L.Dense):
+        _dense(graph, index, layer, out, flattened_from)
+        flattened_from = None
+    elif isinstance(layer, L.MaxPool2D):
+        graph.add("MaxPool", out, kernel_shape=list(layer.pool_size), strides=[layer.stride] * 2)
+    elif isinstance(layer, L.Flatten):
+        if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
+            flattened_from = layer.input_shape
+            if not _dense_follows(model, index):
+                graph.add("Transpose", f"{layer.name}/nhwc", perm=[0, 2, 3, 1])  # no weight to permute
+                flattened_from = None
+        graph.add("Flatten", out, axis=1)
+    elif isinstance(layer, L.Softmax):
+        graph.add("Softmax", out, axis=1)
+    elif isinstance(layer, (L.ReLU, L.Dropout)):
+        graph.add("Relu" if isinstance(layer, L.ReLU) else "Identity", out)  # dropout: off at inference
+    else:
+        raise ValueError(f"to_onnx: layer {index} ({type(layer).__name__}) has no ONNX equivalent here")
+    if fused == "relu":
+        graph.add("Relu", layer.name)
+    elif fused == "softmax":
+        graph.add("Softmax", layer.name, axis=1)
+    return flattened_from
+
+
+def _logits_tensor(model) -> str:
+    """The name of the tensor holding the logits: before a final Softmax layer or activation."""
+    last = model.layers[-1]
+    if isinstance(last, L.Softmax):
+        return model.layers[-2].name
+    if getattr(last, "activation", None) == "softmax":
+        return f"{last.name}/linear"
+    return last.name
+
+
+def _metadata(model, layout: str, input_shape) -> dict:
+    return {
+        "class_names": json.dumps(model.class_names),
+        "convscope_version": _version(),
+        "input_layout": layout.upper(),
+        "input_shape": json.dumps(["N", *input_shape]),
+        "convscope_config": json.dumps(model.get_config()),
+    }
+
+
+def to_onnx(model, layout: str = "nhwc"):
+    """A built convscope Sequential -> a checked onnx.ModelProto (opset 13) computing the same outputs.
+
+    layout 'nhwc': input `images` (N, H, W, C) float32, as convscope; 'nchw': (N, C, H, W), as PyTorch.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"to_onnx: layout must be one of {LAYOUTS}, got {layout!r}")
+    model._require_built()
+    refuse_standardized(model)
+    h, w, c = model.input_shape
+    input_shape = [h, w, c] if layout == "nhwc" else [c, h, w]
+    graph = _Graph(helper, numpy_helper)
+    if layout == "nhwc":
+        graph.add("Transpose", "images_nchw", perm=[0, 3, 1, 2])
+    flattened_from = None
+    for index in range(len(model.layers)):
+        flattened_from = _add_layer(graph, model, index, flattened_from)
+
+    k = model.num_classes
+    final, logits = graph.tensor, _logits_tensor(model)
+    outputs = [("probabilities", final), ("logits", logits)] if final != logits else [("logits", final)]
+    for name, source in outputs:
+        graph.nodes.append(helper.make_node("Identity", [source], [name], name=name))
+    onnx_graph = helper.make_graph(
+        graph.nodes,
+        model.name,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", k]) for name, _ in outputs],
+        initializer=graph.initializers,
+    )
+    proto = helper.make_model(
+        onnx_graph,
+        producer_name="convscope",
+        producer_version=_version(),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        doc_string=f"convscope model {model.name!r}; input images {layout.upper()} float32 in [0, 1]",
+    )
+    helper.set_model_props(proto, _metadata(model, layout, input_shape))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def save_onnx(model, path, layout: str = "nhwc"):
+    """Write `to_onnx(model, layout)` to `path`; returns the ModelProto."""
+    proto = to_onnx(model, layout)
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
+    return proto

@@ -1,0 +1,68 @@
+"""Small architectures covering every supported layer and setting, and shared checks."""
+
+import numpy as np
+
+from convscope import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, Softmax
+from convscope.models import seed_cnn
+
+LOGITS_ATOL = 1e-5
+
+
+def _strided_rgb():
+    """Stride 2 with int padding, fused ReLU, overlapping 3x3 pooling, dropout, fused softmax."""
+    layers = [
+        Conv2D(6, 3, stride=2, padding=1, activation="relu"),
+        MaxPool2D(3, stride=2),
+        Flatten(),
+        Dropout(0.3),
+        Dense(7, activation="softmax"),
+    ]
+    return Sequential(layers, input_shape=(13, 11, 3), seed=1)
+
+
+def _even_kernels_logits():
+    """An even kernel with 'same' (asymmetric padding), a 3x5 kernel, no bias, logits out."""
+    layers = [
+        Conv2D(4, 2, padding="same", use_bias=False),
+        ReLU(),
+        Conv2D(5, (3, 5), padding="same"),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(16, activation="relu"),
+        Dense(5),
+    ]
+    return Sequential(layers, input_shape=(9, 10, 2), seed=2)
+
+
+def _pointwise_wide_pool():
+    """A 1x1 'valid' conv, a 2x3 pool with stride 2, a second Flatten (of a flat input: the pending
+    flatten order must survive it), a Softmax layer."""
+    layers = [
+        Conv2D(3, 1, padding="valid"),
+        MaxPool2D((2, 3), stride=2),
+        Flatten(),
+        Flatten(),
+        Dense(4),
+        Softmax(),
+    ]
+    return Sequential(layers, input_shape=(6, 8, 2), seed=3)
+
+
+ARCHITECTURES = {
+    "seed-cnn": lambda: seed_cnn((28, 28, 1), 10, seed=0),
+    "strided-rgb": _strided_rgb,
+    "even-kernels-logits": _even_kernels_logits,
+    "pointwise-wide-pool": _pointwise_wide_pool,
+}
+
+
+def random_images(input_shape, n=6, seed=0) -> np.ndarray:
+    """(n, H, W, C) float32 in [0, 1)."""
+    return np.random.default_rng(seed).uniform(0, 1, (n, *input_shape)).astype(np.float32)
+
+
+def assert_logits_close(actual, expected, what=""):
+    """Same shape, every value within LOGITS_ATOL (absolute)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=LOGITS_ATOL, err_msg=what)

@@ -1,0 +1,156 @@
+"""convscope <-> PyTorch: to_torch, from_torch and the round trip, on every supported layer."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from interop_helpers import assert_logits_close, random_images  # noqa: E402
+
+from convscope import Conv2D, Flatten, Sequential, Softmax  # noqa: E402
+from convscope.interop import from_torch, to_torch  # noqa: E402
+from convscope.interop.pytorch import images_to_torch, torch_positions  # noqa: E402
+from convscope.models import seed_cnn  # noqa: E402
+
+
+def torch_logits(net, x):
+    """The torch model's output before a final Softmax module, for (N, H, W, C) images."""
+    body = net[:-1] if isinstance(net[-1], nn.Softmax) else net
+    with torch.no_grad():
+        return body.eval()(images_to_torch(x)).numpy()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+def test_round_trip_through_torch_keeps_the_function(architecture):
+    x = random_images(architecture.input_shape)
+    net = to_torch(architecture)
+    assert_logits_close(torch_logits(net, x), architecture.forward_logits(x), "to_torch")
+    back = from_torch(net, architecture.input_shape, class_names=architecture.class_names)
+    assert_logits_close(back.forward_logits(x), architecture.forward_logits(x), "to_torch -> from_torch")
+    np.testing.assert_allclose(back(x), architecture(x), rtol=0, atol=1e-6)
+
+
+def test_seed_cnn_round_trip_gives_back_the_same_weights_exactly():
+    model = seed_cnn((28, 28, 1), 10, seed=0)
+    back = from_torch(to_torch(model), (28, 28, 1))
+    assert [type(layer) for layer in back.layers] == [type(layer) for layer in model.layers]
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    assert torch_positions(model) == list(range(len(model.layers)))
+
+
+def test_fused_activations_shift_the_torch_positions():
+    model = Sequential(
+        [Conv2D(2, 3, padding="valid", activation="relu"), Flatten(), Softmax()],
+        input_shape=(3, 3, 1),
+        seed=0,
+    )
+    assert torch_positions(model) == [1, 2, 3]
+    assert [type(m).__name__ for m in to_torch(model)] == ["Conv2d", "ReLU", "Flatten", "Softmax"]
+
+
+def test_from_torch_of_a_torch_built_model_keeps_the_flatten_order():
+    """A native torch model on non-square RGB images: the first Linear reads torch's (c, h, w)
+    flattening, which convscope must see in (h, w, c) order."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, (3, 5), padding="same", bias=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(6 * 5 * 6, 20),
+        nn.ReLU(),
+        nn.Linear(20, 4),
+        nn.Softmax(dim=1),
+    ).eval()
+    model = from_torch(net, (10, 12, 3), class_names=list("abcd"))
+    x = random_images((10, 12, 3), n=5, seed=1)
+    with torch.no_grad():
+        expected = net(images_to_torch(x)).numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=0, atol=1e-6)
+    assert_logits_close(model.forward_logits(x), torch_logits(net, x))
+    assert model.layers[3].padding_arg == "same" and not model.layers[3].use_bias
+    assert sorted(model.state_dict()) == sorted(net.state_dict())
+    assert model.class_names == list("abcd")
+
+
+UNSUPPORTED = {
+    "batchnorm": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 2)),
+        "layer 1 (BatchNorm2d): convscope has no batch normalisation",
+    ),
+    "dilation": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), "layer 0 (Conv2d): dilation=(2, 2)"),
+    "groups": (lambda: nn.Sequential(nn.ReLU(), nn.Conv2d(2, 2, 3, groups=2)), "layer 1 (Conv2d): groups=2"),
+    "padding-mode": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")),
+        "layer 0 (Conv2d): padding_mode='reflect'",
+    ),
+    "non-square-stride": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3, stride=(1, 2))),
+        "layer 0 (Conv2d): stride=(1, 2)",
+    ),
+    "uneven-padding": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=(0, 1))),
+        "layer 0 (Conv2d): padding=(0, 1)",
+    ),
+    "ceil-mode": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, ceil_mode=True)),
+        "layer 1 (MaxPool2d): ceil_mode=True",
+    ),
+    "pool-padding": (lambda: nn.Sequential(nn.MaxPool2d(3, padding=1)), "layer 0 (MaxPool2d): padding=1"),
+    "pool-stride": (
+        lambda: nn.Sequential(nn.MaxPool2d(2, stride=(2, 1))),
+        "layer 0 (MaxPool2d): stride=(2, 1)",
+    ),
+    "other-layer": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()),
+        "layer 1 (Sigmoid): not supported; convscope has Conv2d, ReLU",
+    ),
+    "flatten-dims": (lambda: nn.Sequential(nn.Flatten(start_dim=2)), "layer 0 (Flatten): start_dim=2"),
+    "softmax-dim": (lambda: nn.Sequential(nn.Flatten(), nn.Softmax(dim=0)), "layer 1 (Softmax): dim=0"),
+    "nested": (lambda: nn.Sequential(nn.Sequential(nn.ReLU())), "layer 0 (Sequential): not supported"),
+    "not-sequential": (lambda: nn.Conv2d(1, 2, 3), "from_torch needs a torch.nn.Sequential"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSUPPORTED))
+def test_from_torch_refuses_what_convscope_cannot_compute(case):
+    build, message = UNSUPPORTED[case]
+    with pytest.raises(ValueError) as error:
+        from_torch(build(), (8, 8, 1))
+    assert message in str(error.value)
+
+
+def test_from_torch_says_when_the_input_shape_looks_channels_first():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 28 * 28, 3))
+    with pytest.raises(
+        ValueError, match=r"layer 0 \(Conv2d\): in_channels=1 but its input has 28.*\(28, 28, 1\)"
+    ):
+        from_torch(net, (1, 28, 28))
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\): in_features=3136 but its input has 784"):
+        from_torch(
+            nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten(), nn.Linear(3136, 3)), (28, 28, 1)
+        )
+
+
+def test_a_flattened_block_with_no_dense_after_it_is_refused_not_permuted():
+    model = Sequential([Conv2D(3, 1), Flatten(), Softmax()], input_shape=(2, 2, 1), seed=0)
+    with pytest.raises(ValueError, match="to_torch: the output is a flattened 2x2x3 block with no Dense"):
+        to_torch(model)
+    with pytest.raises(ValueError, match="from_torch: the output is a flattened 2x2x3 block"):
+        from_torch(nn.Sequential(nn.Conv2d(1, 3, 1), nn.Flatten(), nn.Softmax(dim=1)), (2, 2, 1))
+
+
+def test_standardised_models_are_refused_not_silently_wrong():
+    from convscope.interop import to_torch
+    from convscope.interop.onnx_export import to_onnx
+    from convscope.models import seed_cnn
+
+    model = seed_cnn((8, 8, 1), 10).adapt(np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32))
+    for export in (to_torch, to_onnx):
+        with pytest.raises(ValueError, match="standardises its inputs"):
+            export(model)
