@@ -50,6 +50,8 @@ def _uniform_init(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
 class Layer:
     """Base class: no parameters, output shape equals input shape."""
 
+    uses_rng = False  # True for layers whose training forward pass draws random numbers
+
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -295,6 +297,8 @@ class Softmax(Layer):
 class Dropout(Layer):
     """In training, zero each value with probability `rate` and scale the rest by 1 / (1 - rate);
     at inference, pass values through unchanged."""
+
+    uses_rng = True
 
     def __init__(self, rate):
         super().__init__()

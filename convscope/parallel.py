@@ -76,7 +76,10 @@ class ShardedRunner:
         """Mean loss, logits (N, K) and the summed gradients (named like state_dict) of one batch."""
         n = x.shape[0]
         shards = shard_slices(n, self.workers)
-        rngs = rng.spawn(len(shards)) if rng is not None and len(shards) > 1 else [rng] * len(shards)
+        rngs = [rng] * len(shards)
+        if rng is not None and len(shards) > 1 and any(layer.uses_rng for layer in self.model.layers):
+            # Seeds drawn from rng itself, so its bit-generator state alone determines the run.
+            rngs = [np.random.default_rng(seed) for seed in rng.integers(0, 2**63, size=len(shards))]
 
         def run(index, part):
             replica = self._replica(index)
