@@ -1,7 +1,8 @@
 """`convscope bench`: the seed CNN's training and inference speed, convscope beside PyTorch.
 
 Both engines get the same network with the same initial weights and the same random batch. Timed
-blocks alternate convscope, torch, convscope, torch, ... so that both see the same machine state;
+blocks alternate convscope, torch, convscope, torch, ... (with a short idle pause before each, so one
+engine's spinning worker threads do not slow the other) so that both see the same machine state;
 warm-up steps are not timed; each figure is the median over `repeats` blocks. Peak memory (RSS) is
 measured in fresh subprocesses, one per engine, each running 50 training steps at batch 64.
 """
@@ -21,6 +22,7 @@ TRAIN_CASES = [((28, 28, 1), 64), ((28, 28, 1), 256), ((32, 32, 3), 64), ((32, 3
 INFER_BATCHES = (1, 64, 1000)
 INPUTS = ((28, 28, 1), (32, 32, 3))
 BLOCK_SECONDS = 0.25  # each timed block runs about this long
+SETTLE_SECONDS = 0.15  # idle time before each block, so neither engine's spinning threads hurt the other
 RSS_STEPS = 50
 
 
@@ -102,6 +104,9 @@ def compare(runs: dict, batch: int, repeats: int, warmup: int = 3) -> dict:
     rates = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            # BLAS and OpenMP worker threads spin for a while after their last call; let them
+            # go idle so that they do not steal a core from the other engine's timed block.
+            time.sleep(SETTLE_SECONDS)
             rates[name].append(batch * steps / _time(run, steps))
     return {name: statistics.median(values) for name, values in rates.items()}
 
