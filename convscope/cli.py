@@ -11,10 +11,37 @@ REPORT_TITLE = "Inside a convolutional neural network"
 DEFAULT_PATCH_IMAGES = 2000
 
 
-def _load_split(dataset, data_dir, split):
+def _load_split(dataset, data_dir, split, args=None, input_shape=None):
+    """One split of a data set. A folder:PATH data set takes --image-size, --grayscale, --val-fraction and
+    --skip-bad from `args`, and the size and mode of `input_shape` (a model's) where those are not given;
+    the images it skips are printed as warnings."""
+    import warnings
+
     from convscope import data
 
-    return data.load(dataset, data_dir=data_dir, split=split)
+    if dataset != "folder" and not dataset.startswith("folder:"):
+        return data.load(dataset, data_dir=data_dir, split=split)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", data.SkippedImagesWarning)
+        loaded = data.load(dataset, data_dir=data_dir, split=split, **_folder_options(args, input_shape))
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return loaded
+
+
+def _folder_options(args, input_shape):
+    from convscope.data.folder import DEFAULT_VAL_FRACTION
+
+    image_size, grayscale = getattr(args, "image_size", None), getattr(args, "grayscale", False)
+    if input_shape is not None:
+        image_size, grayscale = image_size or tuple(input_shape[:2]), grayscale or input_shape[2] == 1
+    val_fraction = getattr(args, "val_fraction", None)
+    return {
+        "image_size": image_size,
+        "grayscale": grayscale,
+        "val_fraction": DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction,
+        "skip_bad": getattr(args, "skip_bad", False),
+    }
 
 
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
@@ -104,7 +131,7 @@ def cmd_train(args):
     """Train the seed CNN on a data set and save it."""
     from convscope.models import seed_cnn
 
-    train = _load_split(args.dataset, args.data_dir, "train")
+    train = _load_split(args.dataset, args.data_dir, "train", args)
     print(
         f"data: {args.dataset}, {len(train.labels)} training images of "
         f"{'x'.join(map(str, train.images.shape[1:]))}, {len(train.class_names)} classes"
@@ -145,7 +172,7 @@ def cmd_evaluate(args):
     from convscope import load_model
 
     model = load_model(args.model)
-    dataset = _load_split(args.dataset, args.data_dir, args.split)
+    dataset = _load_split(args.dataset, args.data_dir, args.split, args, model.input_shape)
     if dataset.images.shape[1:] != model.input_shape:
         raise ValueError(
             f"{args.model} expects images of {model.input_shape}, "
@@ -248,7 +275,7 @@ def _explain_image(args, model, dataset):
             f"give an IMAGE file, or --dataset (and --data-dir) with --index: no data set is bundled for "
             f"{'x'.join(map(str, model.input_shape))} inputs"
         )
-    split = _load_split(dataset, args.data_dir, args.split)
+    split = _load_split(dataset, args.data_dir, args.split, args, model.input_shape)
     _check_dataset_fits(model, split, dataset)
     index = 0 if args.index is None else args.index
     if not 0 <= index < len(split.labels):
@@ -279,7 +306,7 @@ def cmd_explain(args):
     image, notes = _explain_image(args, model, dataset)
     patch_images = None
     if dataset is not None and args.patch_images > 0:
-        source = _load_split(dataset, args.data_dir, "train")
+        source = _load_split(dataset, args.data_dir, "train", args, model.input_shape)
         _check_dataset_fits(model, source, dataset)
         patch_images = source.images[: args.patch_images]
         print(f"top patches: searching the first {len(patch_images)} training images of {dataset}")
@@ -330,6 +357,7 @@ def build_parser():
         sub.add_argument(
             "--data-dir", help="folder with the data set's files (IDX for mnist, fashion-mnist; CIFAR binary)"
         )
+        add_folder_arguments(sub)
 
     train = commands.add_parser("train", help="train the seed CNN on a data set and save it")
     add_data_arguments(train, "digits")
@@ -376,6 +404,7 @@ def build_parser():
     predict.set_defaults(run=cmd_predict)
 
     add_explain_commands(commands)
+    add_data_commands(commands)
 
     from convscope.bench import add_arguments as add_bench_arguments
 
@@ -438,6 +467,80 @@ def add_explain_commands(commands):
     explain.add_argument("--invert", action="store_true", help="invert the image's gray levels first")
     explain.add_argument("--out", default="explain-output", help="folder for report.html and the PNGs")
     explain.set_defaults(run=cmd_explain)
+
+
+def _image_size(text):
+    """--image-size: N (square) or HEIGHTxWIDTH, in pixels."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.isdigit() and int(p) > 0 for p in parts):
+        return (int(parts[0]), int(parts[-1]))
+    raise argparse.ArgumentTypeError(f"must be N or HEIGHTxWIDTH in pixels, like 32 or 24x32, got {text!r}")
+
+
+def add_folder_arguments(sub):
+    """Options of folder:PATH data sets (one subfolder of images per class)."""
+    group = sub.add_argument_group("folder:PATH data sets (one subfolder of PNG/JPEG images per class)")
+    group.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="N|HxW",
+        help="resize every image to this (default 32x32 for train; a model's own size for evaluate)",
+    )
+    group.add_argument("--grayscale", action="store_true", help="read the images as 1-channel grayscale")
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="share of each class held out as the test split, drawn with seed 0 (default 0.2; a folder "
+        "with train/ and test/ subfolders uses those); give evaluate the same value as train",
+    )
+    group.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable images (counted, named) instead of failing"
+    )
+
+
+def cmd_data_download(args):
+    """Fetch a data set's official files, checked against their published MD5s, into its cache folder."""
+    from convscope.data.download import dataset_key, download
+
+    folder = download(args.name, args.dir, base_url=args.mirror)
+    name = dataset_key(args.name)
+    data_dir = f" --data-dir {folder}" if args.dir else ""
+    print(f"{name}: ready in {folder}")
+    print(f"use it with: convscope train --dataset {name}{data_dir}")
+
+
+def cmd_data_list(args):
+    """The data sets by name, and where the downloadable ones are cached."""
+    from convscope.data.download import CHECKSUMS, cache_dir, cache_root, is_downloaded
+
+    print(f"{'digits':15} bundled with scikit-learn (offline)")
+    for name in CHECKSUMS:
+        state = "downloaded" if is_downloaded(name) else "not downloaded"
+        print(f"{name:15} {state:15} {cache_dir(name)}")
+    print(f"{'folder:PATH':15} your images: PATH/CLASS/*.png|jpg, one subfolder per class")
+    print(f"cache folder: {cache_root()} (set CONVSCOPE_DATA to move it)")
+
+
+def add_data_commands(commands):
+    """`convscope data download NAME` and `convscope data list`."""
+    from convscope.data.download import CHECKSUMS
+
+    data = commands.add_parser("data", help="download MNIST, Fashion-MNIST or CIFAR-10; list the data sets")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    download = actions.add_parser(
+        "download",
+        help="fetch a data set's official files, check their MD5s, cache them",
+        description="Fetch the official files (resuming and retrying), check them against their published "
+        "MD5s and put them in the cache folder ($CONVSCOPE_DATA/NAME, else ~/.cache/convscope/NAME), "
+        "where --dataset NAME finds them without --data-dir.",
+    )
+    download.add_argument("name", metavar="NAME", help=f"one of: {', '.join(CHECKSUMS)}")
+    download.add_argument("--dir", help="put the files here instead of the cache folder")
+    download.add_argument("--mirror", metavar="URL", help="fetch the files from this base URL instead")
+    download.set_defaults(run=cmd_data_download)
+    listing = actions.add_parser("list", help="the data sets and where the downloadable ones are cached")
+    listing.set_defaults(run=cmd_data_list)
 
 
 def main(argv=None) -> int:
