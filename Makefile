@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test fuzz lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,17 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core
 	$(BIN)/convscope demo
 
+# The browser tests drive Debian's chromium with Playwright (never `playwright install`).
 test: $(VENV)/.test
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) \
+		|| echo "WARNING: chromium could not be installed with apt: the browser tests will be skipped"
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The parsers' fuzz tests with a bigger budget: cases per parser (`make test` runs 2,000).
+CONVSCOPE_FUZZ_EXAMPLES ?= 10000
+fuzz: $(VENV)/.test
+	CONVSCOPE_FUZZ_EXAMPLES=$(CONVSCOPE_FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz -q
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

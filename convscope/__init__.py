@@ -2,7 +2,17 @@
 
 __version__ = "0.1.0"
 
-from convscope.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax  # noqa: E402
+from convscope.layers import (  # noqa: E402
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Softmax,
+)
 from convscope.model import Sequential  # noqa: E402
 from convscope.model_file import ModelFileError, load_model  # noqa: E402
 from convscope.optim import SGD, Adam  # noqa: E402
@@ -12,10 +22,12 @@ load = load_model
 __all__ = [
     "SGD",
     "Adam",
+    "BatchNorm2D",
     "Conv2D",
     "Dense",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2D",
     "MaxPool2D",
     "ModelFileError",
     "ReLU",

@@ -5,6 +5,10 @@ Every layer follows one protocol:
 - `forward(x, training=False, rng=None) -> y` remembers what its backward pass needs;
 - `backward(dy, need_dx=True) -> dx` fills `grads` (same names as `params`);
 - `get_config() -> dict` holds the constructor's arguments, so `layer_from_config` can rebuild it.
+
+`params` are trained by the optimiser. `buffers` are state that is not trained but saved with the
+model (BatchNorm2D's running statistics): a training forward pass records its `batch_statistics`, and
+`update_buffers(shard_statistics)` moves the buffers once per training step (see Sequential.train_step).
 """
 
 import math
@@ -35,6 +39,13 @@ def _positive_int(value, what: str, layer: str) -> int:
     raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
 
 
+def _fraction(value, what: str, layer: str) -> float:
+    """A number in [0, 1], or an error naming the layer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{layer}: {what} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _check_activation(activation, layer: str):
     if activation not in ACTIVATIONS:
         raise ValueError(f"{layer}: activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -55,6 +66,8 @@ class Layer:
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.batch_statistics = None  # what the last training forward pass measured, for update_buffers
         self.input_shape = None
         self.output_shape = None
         self.name = None
@@ -76,8 +89,14 @@ class Layer:
     def built(self) -> bool:
         return self.output_shape is not None
 
-    def count_params(self) -> int:
-        return sum(int(p.size) for p in self.params.values())
+    def count_params(self, trainable: bool | None = None) -> int:
+        """Numbers in `params` (trainable) and `buffers` (non-trainable); both when trainable is None."""
+        groups = {True: [self.params], False: [self.buffers], None: [self.params, self.buffers]}[trainable]
+        return sum(int(p.size) for group in groups for p in group.values())
+
+    def update_buffers(self, shard_statistics):
+        """Move the buffers with the `batch_statistics` of every shard of one training step (a list);
+        layers without buffers have nothing to update."""
 
     def get_config(self) -> dict:
         return {}
@@ -322,7 +341,83 @@ class Dropout(Layer):
         return {"rate": self.rate}
 
 
-LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, ReLU, Softmax, Dropout)}
+class BatchNorm2D(Layer):
+    """Batch normalisation of each channel of (N, H, W, C) blocks, as torch.nn.BatchNorm2d.
+
+    Training normalises with the batch's mean and biased variance over (N, H, W), then scales by
+    `weight` (init 1) and shifts by `bias` (init 0); inference uses the buffers `running_mean` (init 0)
+    and `running_var` (init 1), which every training step moves by `momentum` towards the batch's
+    mean and unbiased variance. See convscope.ops.norm.
+    """
+
+    def __init__(self, momentum=0.1, eps=1e-5):
+        super().__init__()
+        self.momentum = _fraction(momentum, "momentum", "BatchNorm2D")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"BatchNorm2D: eps must be a number > 0, got {eps!r}")
+        self.eps = float(eps)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"BatchNorm2D needs (H, W, C) inputs, got shape {input_shape}")
+        return input_shape
+
+    def build(self, input_shape, rng):
+        output_shape = super().build(input_shape, rng)
+        channels = self.input_shape[2]
+        self.params["weight"] = np.ones(channels, dtype=np.float32)
+        self.params["bias"] = np.zeros(channels, dtype=np.float32)
+        self.buffers["running_mean"] = np.zeros(channels, dtype=np.float32)
+        self.buffers["running_var"] = np.ones(channels, dtype=np.float32)
+        return output_shape
+
+    def forward(self, x, training=False, rng=None):
+        if not training:
+            self._cache = None
+            return self.infer(x)
+        y, self._cache = ops.batchnorm2d_forward(x, self.params["weight"], self.params["bias"], self.eps)
+        self.batch_statistics = self._cache.statistics
+        return y
+
+    def infer(self, x):
+        mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        return ops.batchnorm2d(x, mean, var, self.params["weight"], self.params["bias"], self.eps)
+
+    def backward(self, dy, need_dx=True):
+        dx, self.grads["weight"], self.grads["bias"] = ops.batchnorm2d_backward(dy, self._cache)
+        return dx
+
+    def update_buffers(self, shard_statistics):
+        """The whole step's statistics, combined exactly from its shards', move the running ones once."""
+        statistics = ops.combine_batch_statistics(shard_statistics)
+        ops.update_running_statistics(
+            self.buffers["running_mean"], self.buffers["running_var"], statistics, self.momentum
+        )
+
+    def get_config(self):
+        return {"momentum": self.momentum, "eps": self.eps}
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, H, W, C) -> (N, C): the mean of each channel over the whole image. No parameters."""
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"GlobalAvgPool2D needs (H, W, C) inputs, got shape {input_shape}")
+        return (input_shape[2],)
+
+    def forward(self, x, training=False, rng=None):
+        y, self._cache = ops.global_avgpool2d_forward(x)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.global_avgpool2d_backward(dy, self._cache)
+
+
+LAYER_TYPES = {
+    cls.__name__: cls
+    for cls in (Conv2D, MaxPool2D, Flatten, Dense, ReLU, Softmax, Dropout, BatchNorm2D, GlobalAvgPool2D)
+}
 
 
 def layer_from_config(entry: dict) -> Layer:

@@ -12,19 +12,31 @@ from convscope.parallel import ShardedRunner, default_workers, replicate_layer
 
 
 def check_images(x, input_shape=None, what="x") -> np.ndarray:
-    """A finite float32 (N, H, W, C) batch matching `input_shape` (H, W, C), or a ValueError."""
-    x = np.asarray(x)
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise ValueError(f"{what} must be a numeric array, got dtype {x.dtype}")
+    """A finite float32 (N, H, W, C) batch matching `input_shape` (H, W, C), or a ValueError saying
+    what was expected and what was given."""
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} must be an (N, H, W, C) array, got {type(x).__name__} ({error})") from None
+    if x.dtype == object or np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{what} must be a real numeric array, got dtype {x.dtype}")
     expected = "(N, H, W, C)" if input_shape is None else f"(N, {', '.join(map(str, input_shape))})"
     if x.ndim != 4:
         hint = " (add a channel axis: x[..., None])" if x.ndim == 3 else ""
         raise ValueError(f"{what} must have shape {expected}, got shape {x.shape}{hint}")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"{what} must have shape {expected}, got shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or infinite values")
+        hint = ""
+        if tuple(x.shape[1:3]) == tuple(input_shape[:2]):
+            hint = f" (the model takes {input_shape[2]}-channel images, these have {x.shape[3]})"
+        raise ValueError(f"{what} must have shape {expected}, got shape {x.shape}{hint}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = x.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = int(np.argmin(finite.reshape(len(x), -1).all(axis=1)))
+        raise ValueError(
+            f"{what} contains NaN or infinite values (or values too big for float32), first in image {first}"
+        )
     return x
 
 
@@ -33,11 +45,9 @@ def check_labels(y, n: int, num_classes: int, what="y") -> np.ndarray:
     y = np.asarray(y)
     if y.shape != (n,):
         raise ValueError(f"{what} must have shape ({n},) (one class id per image), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
-            raise ValueError(f"{what} must hold integer class ids, got dtype {y.dtype}")
+    whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and np.all(np.mod(y, 1) == 0)
+    if not (np.issubdtype(y.dtype, np.integer) or whole):
+        raise ValueError(f"{what} must hold integer class ids, got dtype {y.dtype}")
     if n and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
             f"{what} must hold class ids in [0, {num_classes}), got values from {y.min()} to {y.max()}"
@@ -45,7 +55,7 @@ def check_labels(y, n: int, num_classes: int, what="y") -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
-def _checked_standardization(value, input_shape):
+def checked_standardization(value, input_shape):
     """A saved {"mean": [C floats], "std": [C positive floats]} or None; else a ValueError."""
     if value is None:
         return None
@@ -159,18 +169,35 @@ class Sequential:
         def fmt(row):
             return row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2]
 
-        total = self.count_params()
+        trainable = sum(layer.count_params(trainable=True) for layer in self.layers)
+        fixed = sum(layer.count_params(trainable=False) for layer in self.layers)
         text = "\n".join(
             [f'Model: "{self.name}"', line, fmt(rows[0]), line]
             + [fmt(r) for r in rows[1:]]
-            + [line, f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0"]
+            + [
+                line,
+                f"Total params: {trainable + fixed:,}",
+                f"Trainable params: {trainable:,}",
+                f"Non-trainable params: {fixed:,}",
+            ]
         )
         if print_fn is not None:
             print_fn(text)
         return text
 
     def state_dict(self) -> dict:
-        """Parameters by PyTorch-style name ('0.weight', '0.bias', '3.weight', ...), not copies."""
+        """Parameters, then buffers, of each layer by PyTorch-style name ('0.weight', '0.bias',
+        '1.running_mean', '1.running_var', '3.weight', ...), not copies. Unlike torch, there is no
+        'num_batches_tracked' (convscope's BatchNorm2D always uses its momentum)."""
+        self._require_built()
+        return {
+            f"{index}.{name}": array
+            for index, layer in enumerate(self.layers)
+            for name, array in (*layer.params.items(), *layer.buffers.items())
+        }
+
+    def parameters(self) -> dict:
+        """Only the trainable arrays of `state_dict()` (no buffers), by the same names: the optimiser's."""
         self._require_built()
         return {
             f"{index}.{name}": param
@@ -179,7 +206,7 @@ class Sequential:
         }
 
     def gradients(self) -> dict:
-        """The gradients of the last backward pass, named like `state_dict()`."""
+        """The gradients of the last backward pass, named like `parameters()`."""
         return {
             f"{index}.{name}": grad
             for index, layer in enumerate(self.layers)
@@ -187,7 +214,7 @@ class Sequential:
         }
 
     def load_state_dict(self, state: dict):
-        """Copy parameters in by name; names, shapes and the set of keys must match exactly."""
+        """Copy parameters and buffers in by name; names, shapes and the set of keys must match exactly."""
         own = self.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
@@ -220,7 +247,7 @@ class Sequential:
             seed=config.get("seed", 0),
             class_names=config.get("class_names"),
             name=config.get("name", "sequential"),
-            standardization=_checked_standardization(config.get("standardization"), config["input_shape"]),
+            standardization=checked_standardization(config.get("standardization"), config["input_shape"]),
         )
 
     # forward and backward
@@ -258,7 +285,8 @@ class Sequential:
     def loss_and_gradients(self, x, y, rng=None, loss_weight=1.0):
         """One forward and backward pass in training mode, in this thread: (loss, logits).
 
-        Fills every layer's grads with the gradient of `loss_weight * loss`.
+        Fills every layer's grads with the gradient of `loss_weight * loss`, and records the batch
+        statistics of layers with buffers without moving the buffers (train_step does that).
         """
         logits = self.forward_logits(x, training=True, rng=rng)
         loss, cache = softmax_cross_entropy_forward(logits, y)
@@ -277,10 +305,27 @@ class Sequential:
             self._runner = ShardedRunner(self, self.workers)
         return self._runner
 
+    def batch_statistics(self) -> dict:
+        """{layer index: the batch statistics its last training forward pass recorded}, for the
+        layers with buffers (BatchNorm2D)."""
+        return {
+            index: layer.batch_statistics
+            for index, layer in enumerate(self.layers)
+            if layer.batch_statistics is not None
+        }
+
+    def update_buffers(self, shard_statistics: list[dict]):
+        """Move every layer's buffers once, with the `batch_statistics()` of each shard of one step."""
+        for index in shard_statistics[0] if shard_statistics else ():
+            self.layers[index].update_buffers([shard[index] for shard in shard_statistics])
+
     def train_step(self, x, y, rng=None):
-        """One optimiser step on a prepared batch, shared across `workers` threads: (loss, logits)."""
+        """One optimiser step on a prepared batch, shared across `workers` threads: (loss, logits).
+
+        The optimiser updates the parameters; the runner moves the buffers (BatchNorm2D's running
+        statistics) once, with the whole batch's statistics."""
         loss, logits, grads = self._parallel().loss_and_gradients(x, y, rng=rng)
-        self.optimizer.step(self.state_dict(), grads)
+        self.optimizer.step(self.parameters(), grads)
         return loss, logits
 
     def feature_maps(self, x):
@@ -295,10 +340,8 @@ class Sequential:
     # training and inference
 
     def _prepare(self, x):
-        x = np.asarray(x)
         if not self.built:
-            if x.ndim != 4:
-                raise ValueError(f"x must have shape (N, H, W, C), got shape {x.shape}")
+            x = check_images(x)
             self.build(x.shape[1:])
         return check_images(x, self.input_shape)
 
@@ -346,6 +389,8 @@ class Sequential:
         )
 
     def _batched_logits(self, x, batch_size):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         x = self._prepare(x)
         if x.shape[0] == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)

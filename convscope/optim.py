@@ -2,6 +2,9 @@
 
 `step(params, grads)` takes two dicts keyed by parameter name (as in `Sequential.state_dict()`)
 and updates each parameter array in place; per-parameter state is kept under the same names.
+A NaN or infinite gradient raises NonFiniteGradient before any parameter is touched.
+`state_dict()` / `load_state_dict()` carry the hyperparameters, the step count and every buffer,
+so a resumed optimiser continues bit for bit (see convscope.checkpoint).
 """
 
 import math
@@ -19,8 +22,28 @@ def _check_hyper(name: str, value, low: float, high: float | None = None, includ
     return float(value)
 
 
+class NonFiniteGradient(ArithmeticError):
+    """Optimizer.step was given a NaN or infinite gradient and updated nothing; `name` is the first such
+    parameter's (in the order of `params`, the order of the layers)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"the gradient of {name} holds NaN or infinite values")
+        self.name = name
+
+
+def first_non_finite(arrays: dict):
+    """The name of the first array holding a NaN or an infinity, or None. (A float64 sum of float32 values
+    cannot overflow, and NaN and infinities survive it, so one cheap reduction per array suffices.)"""
+    for name, array in arrays.items():
+        if not np.isfinite(np.sum(array, dtype=np.float64)):
+            return name
+    return None
+
+
 class Optimizer:
     """Base class: holds the learning rate and per-parameter state."""
+
+    buffers: tuple[str, ...] = ()  # the names of the per-parameter state arrays
 
     def __init__(self, lr: float, weight_decay: float):
         self.lr = _check_hyper("lr", lr, 0.0, include_low=False)
@@ -29,12 +52,80 @@ class Optimizer:
         self.steps = 0
 
     def step(self, params: dict, grads: dict):
+        """Update every parameter in place from its gradient; NonFiniteGradient (nothing updated) if a
+        gradient holds NaN or infinite values."""
+        bad = first_non_finite({name: grads[name] for name in params})
+        if bad is not None:
+            raise NonFiniteGradient(bad)
         self.steps += 1
         for name, p in params.items():
             g = grads[name]
             if self.weight_decay:
                 g = g + self.weight_decay * p
             self._update(name, p, g)
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """{"type": class name, "hyperparameters": get_config() (lr included), "steps": int,
+        "state": {param name: {buffer name: array}}}; the arrays are the optimiser's own, not copies."""
+        return {
+            "type": type(self).__name__,
+            "hyperparameters": self.get_config(),
+            "steps": self.steps,
+            "state": {name: dict(buffers) for name, buffers in self.state.items()},
+        }
+
+    def load_state_dict(self, state: dict, params: dict | None = None):
+        """Take hyperparameters, step count and buffers (copied) from `state_dict()` output; with `params`
+        ({name: array}), each buffer must belong to a parameter and have its shape and dtype.
+        A ValueError says what does not fit; nothing is changed then."""
+        if not isinstance(state, dict) or state.get("type") != type(self).__name__:
+            kind = state.get("type") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"optimizer state is for {kind!r}, this optimizer is {type(self).__name__}")
+        hyperparameters = state.get("hyperparameters")
+        if not isinstance(hyperparameters, dict):
+            raise ValueError("optimizer state: hyperparameters must be a dict")
+        try:
+            fresh = type(self)(**hyperparameters)
+        except TypeError as error:
+            raise ValueError(
+                f"optimizer state: hyperparameters do not fit {type(self).__name__}: {error}"
+            ) from None
+        steps = state.get("steps")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"optimizer state: steps must be a whole number >= 0, got {steps!r}")
+        buffers = self._checked_buffers(state.get("state"), params)
+        vars(self).update({k: v for k, v in vars(fresh).items() if k not in ("state", "steps")})
+        self.steps = steps
+        self.state = buffers
+        return self
+
+    def _checked_buffers(self, state, params) -> dict:
+        if not isinstance(state, dict):
+            raise ValueError("optimizer state: state must map parameter names to buffers")
+        checked = {}
+        for name, buffers in state.items():
+            if params is not None and name not in params:
+                raise ValueError(f"optimizer state: buffers for {name!r}, which the model does not have")
+            if not isinstance(buffers, dict) or set(buffers) != set(self.buffers):
+                found = sorted(buffers) if isinstance(buffers, dict) else type(buffers).__name__
+                raise ValueError(
+                    f"optimizer state of {name!r}: buffers {found}, expected {list(self.buffers)}"
+                )
+            checked[name] = {}
+            for key, value in buffers.items():
+                value = np.array(value, copy=True)
+                if params is not None and (
+                    value.shape != params[name].shape or value.dtype != params[name].dtype
+                ):
+                    raise ValueError(
+                        f"optimizer state of {name!r}: {key} is {value.dtype} {value.shape}, "
+                        f"expected {params[name].dtype} {params[name].shape}"
+                    )
+                checked[name][key] = value
+        return checked
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray):
         raise NotImplementedError
@@ -43,6 +134,8 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay:
     buf = momentum * buf + g;  p -= lr * (g + momentum * buf if nesterov else buf)."""
+
+    buffers = ("momentum_buffer",)
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -75,6 +168,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction, L2 weight decay added to the gradient (torch.optim.Adam)."""
 
+    buffers = ("exp_avg", "exp_avg_sq")
+
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -88,7 +183,7 @@ class Adam(Optimizer):
     def _update(self, name, p, g):
         beta1, beta2 = self.betas
         state = self.state.setdefault(name, {})
-        if "exp_avg" not in state:
+        if "exp_avg" not in state or "exp_avg_sq" not in state:
             state["exp_avg"] = np.zeros_like(p)
             state["exp_avg_sq"] = np.zeros_like(p)
         m, v = state["exp_avg"], state["exp_avg_sq"]

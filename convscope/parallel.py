@@ -9,6 +9,14 @@ held to one thread, so the two levels of threading do not fight over the cores.
 Sums over shards change the order of floating-point additions, so results agree with a
 single-threaded run to rounding (~1e-7 relative), and are bit-identical from run to run for the
 same number of workers.
+
+Batch normalisation is the exception: each shard normalises with its own batch statistics, as
+DistributedDataParallel does without SyncBatchNorm, so a model with BatchNorm2D layers trains a
+little differently with different numbers of workers (still bit-identical run to run for the same
+number). The running statistics move once per step: each replica records its shard's count, mean
+and variance, and the runner combines them exactly into the whole batch's (convscope.ops.norm) and
+updates the shared buffers after the step, so they do not depend on the number of workers beyond
+rounding, and with one worker they equal torch's.
 """
 
 import copy
@@ -32,11 +40,12 @@ def shard_slices(n: int, workers: int) -> list[slice]:
 
 
 def replicate_layer(layer):
-    """A layer sharing `params` (the same dict, so in-place updates reach every replica) with its
-    own gradients and caches."""
+    """A layer sharing `params` and `buffers` (the same dicts, so in-place updates reach every
+    replica) with its own gradients, caches and batch statistics."""
     twin = copy.copy(layer)
     twin.grads = {}
     twin._cache = None
+    twin.batch_statistics = None
     return twin
 
 
@@ -73,7 +82,9 @@ class ShardedRunner:
             return [f.result() for f in futures]
 
     def loss_and_gradients(self, x, y, rng=None):
-        """Mean loss, logits (N, K) and the summed gradients (named like state_dict) of one batch."""
+        """Mean loss, logits (N, K) and the summed gradients (named like `parameters()`) of one batch.
+
+        Also moves the model's buffers once, with the statistics of every shard combined."""
         n = x.shape[0]
         shards = shard_slices(n, self.workers)
         rngs = [rng] * len(shards)
@@ -87,9 +98,10 @@ class ShardedRunner:
             loss, logits = replica.loss_and_gradients(
                 x[part], y[part], rng=rngs[index], loss_weight=count / n
             )
-            return loss * count / n, logits, replica.gradients()
+            return loss * count / n, logits, replica.gradients(), replica.batch_statistics()
 
         results = self._map(run, shards)
+        self.model.update_buffers([r[3] for r in results])
         grads = results[0][2]
         if len(results) > 1:
             grads = {name: sum(r[2][name] for r in results) for name in grads}

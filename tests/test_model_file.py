@@ -124,3 +124,185 @@ def test_failed_save_keeps_the_existing_file(saved, monkeypatch):
         model.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+# hostile files: refused with a clear error before anything big is read or built
+
+
+def zip_members(path, members, compression=zipfile.ZIP_DEFLATED):
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", compression) as archive:
+        warnings.simplefilter("ignore", UserWarning)  # duplicate names, on purpose
+        for name, data in members:
+            archive.writestr(name, data)
+
+
+def members_of(path):
+    with zipfile.ZipFile(path) as archive:
+        return [(info.filename, archive.read(info)) for info in archive.infolist()]
+
+
+def test_duplicate_too_many_unknown_and_compressed_members(saved, tmp_path):
+    _, path = saved
+    members = members_of(path)
+    zip_members(tmp_path / "dup.convscope", [*members, members[0]])
+    with pytest.raises(ModelFileError, match="dup.convscope: member 'config.json' appears more than once"):
+        convscope.load(tmp_path / "dup.convscope")
+    zip_members(tmp_path / "many.convscope", members + [(f"x{i}", b"") for i in range(20)])
+    with pytest.raises(ModelFileError, match="many.convscope: its zip directory declares 22 members"):
+        convscope.load(tmp_path / "many.convscope")
+    zip_members(tmp_path / "odd.convscope", [*members, ("model.pkl", b"\x80\x04")])
+    with pytest.raises(ModelFileError, match="odd.convscope: unexpected member 'model.pkl'"):
+        convscope.load(tmp_path / "odd.convscope")
+    zip_members(tmp_path / "bz.convscope", members, zipfile.ZIP_BZIP2)
+    with pytest.raises(
+        ModelFileError, match="config.json uses zip compression method 12, not stored or deflate"
+    ):
+        convscope.load(tmp_path / "bz.convscope")
+
+
+def patch_sizes(path, name, file_size):
+    """Make the zip directory (and local header) declare `file_size` bytes for member `name`."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    central = raw.find(b"PK\x01\x02")
+    while raw[central + 46 : central + 46 + len(name)] != name.encode():
+        central = raw.find(b"PK\x01\x02", central + 4)
+    raw[central + 24 : central + 28] = file_size.to_bytes(4, "little")
+    raw[info.header_offset + 22 : info.header_offset + 26] = file_size.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+def test_zip_bomb_ratio_and_size_limits(saved):
+    _, path = saved
+    with zipfile.ZipFile(path) as archive:
+        compressed = archive.getinfo(WEIGHTS_NAME).compress_size
+    patch_sizes(path, WEIGHTS_NAME, compressed * 5000)
+    with pytest.raises(
+        ModelFileError, match="weights.safetensors declares .* more than its compression can produce"
+    ):
+        convscope.load(path)
+    patch_sizes(path, CONFIG_NAME, 1 << 21)
+    with pytest.raises(
+        ModelFileError, match=r"config.json declares 2,097,152 bytes, over the 1,048,576 limit"
+    ):
+        convscope.load(path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(input_shape=[8, 8, "1"]), "input_shape must be"),
+        (lambda c: c.update(input_shape=[100000, 100000, 3]), "values per image, over the"),
+        (lambda c: c.update(layers=[]), "layers must be a list of 1 to"),
+        (lambda c: c["layers"].__setitem__(0, "Conv2D"), "layer 0 must be an object with a 'type'"),
+        (lambda c: c["layers"][0]["config"].update(filters=10**9), "needs far more parameters .* than"),
+        (lambda c: c["layers"][7]["config"].update(units=2**40), "needs far more parameters"),
+        (
+            lambda c: c["layers"][0]["config"].update(padding=20000),
+            "layer 0 would hold .* values for one image",
+        ),
+        (lambda c: c["layers"][0]["config"].update(bogus=1), "unexpected keyword argument 'bogus'"),
+        (lambda c: c.update(class_names=["a", "b"]), "config.json names 2 classes, but the model has 10"),
+        (lambda c: c.update(class_names="0123456789"), "class_names must be a list of strings"),
+        (lambda c: c.update(seed=-1), "seed a whole number"),
+        (lambda c: c.update(standardization={"mean": [0.0], "std": [0.0]}), "positive stds"),
+    ],
+)
+def test_invalid_configs_fail_before_building(saved, change, message):
+    _, path = saved
+    config = read_config(path)
+    change(config)
+    rewrite(path, config=config)
+    with pytest.raises(ModelFileError, match=message) as caught:
+        convscope.load(path)
+    assert str(caught.value).startswith(str(path)) and len(str(caught.value)) < 600
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100000 + "]" * 100000, "not valid JSON"),
+        ('{"a": ' * 40 + "1" + "}" * 40, "nests lists and objects more than 32 levels"),
+        ('{"format": "convscope-model", "format": "x"}', "duplicate key 'format'"),
+        ('{"format": NaN}', "NaN is not a JSON number"),
+        ('{"format": 1e999}', "out of range"),
+        ('{"format": ' + "9" * 5000 + "}", "not valid JSON"),
+        ("\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_hostile_json(saved, text, message):
+    _, path = saved
+    members = dict(members_of(path))
+    members[CONFIG_NAME] = text.encode("latin-1") if text.startswith("\xff") else text.encode()
+    zip_members(path, members.items())
+    with pytest.raises(ModelFileError, match=message):
+        convscope.load(path)
+
+
+def safetensors_with_header(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda t: {**t, "0.bias": {**t["0.bias"], "data_offsets": [4, 68]}}, "do not tile its data"),
+        (lambda t: {**t, "0.bias": {**t["0.bias"], "dtype": "F16"}}, "has .* bytes of data for shape"),
+        (lambda t: {**t, "0.bias": {**t["0.bias"], "shape": [-16]}}, "not a list of sizes"),
+        (lambda t: {**t, "0.bias": {**t["0.bias"], "dtype": "BF16"}}, "has dtype 'BF16', not one of"),
+        (
+            lambda t: {**t, "0.bias": {**t["0.bias"], "extra": 1}},
+            "must have exactly dtype, shape and data_offsets",
+        ),
+        (lambda t: {**t, "__metadata__": {"a": 1}}, "__metadata__ of weights.safetensors must map"),
+    ],
+)
+def test_hostile_safetensors_headers(saved, make, message):
+    _, path = saved
+    members = dict(members_of(path))
+    weights = members[WEIGHTS_NAME]
+    length = int.from_bytes(weights[:8], "little")
+    header = json.loads(weights[8 : 8 + length])
+    members[WEIGHTS_NAME] = safetensors_with_header(make(header), weights[8 + length :])
+    zip_members(path, members.items())
+    with pytest.raises(ModelFileError, match=message):
+        convscope.load(path)
+
+
+def test_header_declaring_more_data_than_the_member_holds(saved):
+    _, path = saved
+    members = dict(members_of(path))
+    members[WEIGHTS_NAME] = members[WEIGHTS_NAME][:-4]
+    zip_members(path, members.items())
+    with pytest.raises(ModelFileError, match="weights.safetensors declares .* but its header describes"):
+        convscope.load(path)
+
+
+def test_non_finite_and_wrong_dtype_weights(saved):
+    from safetensors.numpy import save
+
+    model, path = saved
+    tensors = {k: v.copy() for k, v in model.state_dict().items()}
+    tensors["3.weight"][0, 0, 0, 0] = np.inf
+    rewrite(path, weights=save(tensors))
+    with pytest.raises(
+        ModelFileError, match="tensor '3.weight' in weights.safetensors holds NaN or infinite"
+    ):
+        convscope.load(path)
+    tensors["3.weight"] = tensors["3.weight"].astype(np.float64)
+    rewrite(path, weights=save(tensors))
+    with pytest.raises(
+        ModelFileError, match=r"tensor '3.weight' is float64 \(3, 3, 16, 32\), expected float32"
+    ):
+        convscope.load(path)
+
+
+def test_atomic_save_leaves_no_temporary_file_and_keeps_the_mode(saved):
+    model, path = saved
+    path.chmod(0o640)
+    model.save(path)
+    assert [p.name for p in path.parent.iterdir()] == [path.name] and path.stat().st_mode & 0o777 == 0o640

@@ -10,26 +10,50 @@ import os
 
 import numpy as np
 
-from convscope.data.idx import MAX_IDX_BYTES, DataFormatError, find_file, open_maybe_gzip
+from convscope.data.idx import (
+    GZIP_ERRORS,
+    MAX_GZIP_RATIO,
+    MAX_IDX_BYTES,
+    DataFormatError,
+    find_file,
+    is_gzip,
+    open_maybe_gzip,
+    read_at_most,
+)
 
 RECORD_BYTES = 1 + 3 * 32 * 32
+MAX_META_BYTES = 1 << 16
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
+
+
+def _read_records(path) -> bytearray:
+    """The bytes of a CIFAR file, refusing (before reading) a plain file of the wrong size and (while
+    reading) more than MAX_IDX_BYTES or MAX_GZIP_RATIO times a gzip file's size."""
+    size = os.path.getsize(path)
+    if not is_gzip(path) and (size > MAX_IDX_BYTES or size == 0 or size % RECORD_BYTES):
+        raise DataFormatError(
+            f"{path}: {size:,} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR records "
+            f"(truncated, over the {MAX_IDX_BYTES:,}-byte limit, or not a CIFAR-10 binary file)"
+        )
+    limit = min(MAX_IDX_BYTES, MAX_GZIP_RATIO * size)
+    with open_maybe_gzip(path) as stream:
+        raw = read_at_most(stream, limit + 1)
+    if len(raw) > limit:
+        raise DataFormatError(f"{path}: decompresses to more than {limit:,} bytes, not a CIFAR batch")
+    return raw
 
 
 def read_cifar_batch(path):
     """One CIFAR binary file -> images (N, 32, 32, 3) uint8 and labels (N,) uint8."""
     path = os.fspath(path)
     try:
-        with open_maybe_gzip(path) as stream:
-            raw = stream.read(MAX_IDX_BYTES + 1)
-    except (OSError, EOFError) as error:
+        raw = _read_records(path)
+    except GZIP_ERRORS as error:
         if isinstance(error, FileNotFoundError):
             raise
         raise DataFormatError(f"{path}: cannot read: {error}") from None
-    if len(raw) > MAX_IDX_BYTES:
-        raise DataFormatError(f"{path}: larger than {MAX_IDX_BYTES:,} bytes, not a CIFAR batch")
     if len(raw) == 0 or len(raw) % RECORD_BYTES:
         raise DataFormatError(
             f"{path}: {len(raw):,} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR records "
@@ -49,10 +73,18 @@ def cifar_class_names(folder) -> list:
     path = os.path.join(folder, "batches.meta.txt")
     if not os.path.isfile(path):
         return list(CIFAR10_CLASSES)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        names = [line.strip() for line in f if line.strip()]
-    if len(names) != len(CIFAR10_CLASSES):
-        raise DataFormatError(f"{path}: expected {len(CIFAR10_CLASSES)} class names, found {len(names)}")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_META_BYTES + 1)
+    if len(raw) > MAX_META_BYTES:
+        raise DataFormatError(
+            f"{path}: over {MAX_META_BYTES:,} bytes, not a list of {len(CIFAR10_CLASSES)} names"
+        )
+    names = [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    if len(names) != len(CIFAR10_CLASSES) or len(set(names)) != len(names):
+        raise DataFormatError(
+            f"{path}: expected {len(CIFAR10_CLASSES)} different class names, found {len(names)}"
+            + (" with repeats" if len(set(names)) != len(names) else "")
+        )
     return names
 
 

@@ -7,6 +7,11 @@ with layout='nchw' the input is (N, C, H, W) like PyTorch's. Flatten then gives 
 so the first Dense layer after it gets its weight's input axis permuted (as in to_torch): one
 weight reordering at export instead of a transpose at every run.
 
+A model's input standardisation becomes Sub and Div nodes with per-channel (C, 1, 1) constants right
+after the input (the same float32 arithmetic as convscope's); BatchNorm2D becomes
+BatchNormalization (inference: the running statistics), GlobalAvgPool2D becomes GlobalAveragePool
+and Flatten.
+
 Outputs: `logits` (N, K); a model ending in softmax also has `probabilities` (N, K), listed first.
 metadata_props hold class_names (JSON), convscope_version, input_layout, input_shape and
 convscope_config (the architecture as in the model file's config.json).
@@ -17,7 +22,7 @@ import json
 import numpy as np
 
 from convscope import layers as L
-from convscope.interop.pytorch import conv_weight_to_torch, dense_weight_to_torch, refuse_standardized
+from convscope.interop.pytorch import conv_weight_to_torch, dense_weight_to_torch
 
 OPSET = 13
 IR_VERSION = 8  # the IR version of opset 13's release: readable by runtimes back to 2021
@@ -67,6 +72,21 @@ def _dense(graph: _Graph, index: int, layer: L.Dense, out: str, flattened_from):
     graph.add("Gemm", out, inputs, transB=1)
 
 
+def _batchnorm(graph: _Graph, index: int, layer: L.BatchNorm2D, out: str):
+    inputs = [
+        graph.constant(f"{index}.{name}", array)
+        for name, array in (*layer.params.items(), *layer.buffers.items())
+    ]  # weight, bias, running_mean, running_var: ONNX's scale, B, input_mean, input_var
+    graph.add("BatchNormalization", out, inputs, epsilon=layer.eps, momentum=1.0 - layer.momentum)
+
+
+def _standardization(graph: _Graph, standardization):
+    """(x - mean) / std per channel, on the NCHW tensor: constants of shape (C, 1, 1) broadcast."""
+    for op, key in (("Sub", "mean"), ("Div", "std")):
+        values = np.asarray(standardization[key], dtype=np.float32).reshape(-1, 1, 1)
+        graph.add(op, f"standardization/{op.lower()}", [graph.constant(f"standardization.{key}", values)])
+
+
 def _dense_follows(model, index: int) -> bool:
     return any(isinstance(layer, L.Dense) for layer in model.layers[index + 1 :])
 
@@ -84,6 +104,11 @@ def _add_layer(graph: _Graph, model, index: int, flattened_from):
         flattened_from = None
     elif isinstance(layer, L.MaxPool2D):
         graph.add("MaxPool", out, kernel_shape=list(layer.pool_size), strides=[layer.stride] * 2)
+    elif isinstance(layer, L.BatchNorm2D):
+        _batchnorm(graph, index, layer, out)
+    elif isinstance(layer, L.GlobalAvgPool2D):
+        graph.add("GlobalAveragePool", f"{layer.name}/pool")  # (N, C, 1, 1)
+        graph.add("Flatten", out, axis=1)
     elif isinstance(layer, L.Flatten):
         if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
             flattened_from = layer.input_shape
@@ -135,12 +160,13 @@ def to_onnx(model, layout: str = "nhwc"):
     if layout not in LAYOUTS:
         raise ValueError(f"to_onnx: layout must be one of {LAYOUTS}, got {layout!r}")
     model._require_built()
-    refuse_standardized(model)
     h, w, c = model.input_shape
     input_shape = [h, w, c] if layout == "nhwc" else [c, h, w]
     graph = _Graph(helper, numpy_helper)
     if layout == "nhwc":
         graph.add("Transpose", "images_nchw", perm=[0, 3, 1, 2])
+    if model.standardization is not None:
+        _standardization(graph, model.standardization)
     flattened_from = None
     for index in range(len(model.layers)):
         flattened_from = _add_layer(graph, model, index, flattened_from)

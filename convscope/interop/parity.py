@@ -53,11 +53,29 @@ def _in_convscope_layout(theirs: np.ndarray, flattened_from):
     return theirs, ""
 
 
+def _row(index, layer: str, ours: np.ndarray, position: int, module, theirs: np.ndarray, note: str) -> dict:
+    max_abs, max_rel = errors(ours, theirs)
+    return {
+        "index": index,
+        "layer": layer,
+        "shape": tuple(ours.shape),
+        "torch": f"{position} {type(module).__name__}",
+        "max_abs": max_abs,
+        "max_rel": max_rel,
+        "note": note,
+    }
+
+
 def torch_layer_parity(model, net, x: np.ndarray) -> list[dict]:
-    """One row per convscope layer: its output beside the torch module's at the matching position."""
+    """One row per convscope layer: its output beside the torch module's at the matching position;
+    first, for a model with an input standardisation, a row for it (index '-', torch module 0)."""
     ours = model.feature_maps(x)
     theirs = _torch_outputs(net, x)
     rows, flattened_from = [], None
+    if model.standardization is not None:
+        standardized = model.standardize(x)
+        other, note = _in_convscope_layout(theirs[0], None)
+        rows.append(_row("-", "standardization", standardized, 0, net[0], other, note))
     for index, (layer, position) in enumerate(zip(model.layers, torch_positions(model), strict=True)):
         if isinstance(layer, L.Flatten):
             if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
@@ -65,18 +83,8 @@ def torch_layer_parity(model, net, x: np.ndarray) -> list[dict]:
         elif isinstance(layer, L.Dense):
             flattened_from = None
         other, note = _in_convscope_layout(theirs[position], flattened_from)
-        max_abs, max_rel = errors(ours[index], other)
-        rows.append(
-            {
-                "index": index,
-                "layer": f"{layer.name} ({type(layer).__name__})",
-                "shape": tuple(ours[index].shape),
-                "torch": f"{position} {type(net[position]).__name__}",
-                "max_abs": max_abs,
-                "max_rel": max_rel,
-                "note": note,
-            }
-        )
+        name = f"{layer.name} ({type(layer).__name__})"
+        rows.append(_row(index, name, ours[index], position, net[position], other, note))
     return rows
 
 
@@ -88,7 +96,7 @@ def onnx_parity(model, onnx_bytes: bytes, x: np.ndarray) -> list[dict]:
     layout = session.get_modelmeta().custom_metadata_map.get("input_layout", "NHWC")
     feed = x if layout == "NHWC" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     names = [output.name for output in session.get_outputs()]
-    logits = model.forward_logits(x)
+    logits = model.forward_logits(model.standardize(x))
     expected = {"logits": logits, "probabilities": model(x)}
     rows = []
     for name, value in zip(names, session.run(names, {session.get_inputs()[0].name: feed}), strict=True):

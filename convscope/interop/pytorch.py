@@ -5,6 +5,17 @@ conv kernels go from (kh, kw, C_in, C_out) to (C_out, C_in, kh, kw), dense weigh
 (D_in, D_out) to (D_out, D_in). Flatten is the subtle part: convscope flattens in (h, w, c) order
 and torch in (c, h, w) order, so the weight of the first Dense layer after a Flatten has its input
 axis permuted to match; without that the converted model is silently wrong.
+
+BatchNorm2D becomes nn.BatchNorm2d (weight, bias, running statistics, eps and momentum);
+GlobalAvgPool2D becomes two modules, nn.AdaptiveAvgPool2d(1) and nn.Flatten().
+
+The input standardisation a model keeps (`model.standardization`, (x - mean) / std per channel)
+becomes module 0, before the network: a non-affine nn.BatchNorm2d(C, eps=0, momentum=0) whose
+running_mean is the mean and running_var the std squared. In eval mode it computes exactly the
+standardisation; momentum 0 keeps its statistics fixed if the network is trained further (though in
+train mode torch normalises with the batch's statistics, so keep that module in eval mode:
+`net.train(); net[0].eval()`). from_torch reads a leading non-affine BatchNorm2d back as the
+standardisation (mean = running_mean, std = sqrt(running_var + eps)).
 """
 
 import numpy as np
@@ -63,14 +74,18 @@ def check_flatten_order(flattened_from, what: str):
         )
 
 
-def refuse_standardized(model):
-    """Exports do not yet carry the per-channel standardisation a model keeps; refuse rather than
-    write a model that would silently expect standardised inputs."""
-    if model.standardization is not None:
-        raise ValueError(
-            "this model standardises its inputs (it was adapted, e.g. by `convscope train`); exporting "
-            "that step is not supported yet: train with --no-standardize to export"
-        )
+def standardization_module(standardization):
+    """The eval-mode nn.BatchNorm2d(C, eps=0, momentum=0, affine=False) computing (x - mean) / std."""
+    import torch
+    from torch import nn
+
+    mean = np.asarray(standardization["mean"], dtype=np.float64)
+    std = np.asarray(standardization["std"], dtype=np.float64)
+    module = nn.BatchNorm2d(len(mean), eps=0.0, momentum=0.0, affine=False)
+    with torch.no_grad():
+        module.running_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        module.running_var.copy_(torch.from_numpy((std * std).astype(np.float32)))
+    return module.eval()
 
 
 def _torch_padding(layer: L.Conv2D):
@@ -96,7 +111,14 @@ def _layer_module(nn, layer):
         return nn.Linear(d_in, d_out, bias=layer.use_bias)
     if isinstance(layer, L.MaxPool2D):
         return nn.MaxPool2d(layer.pool_size, stride=layer.stride)
-    simple = {L.Flatten: nn.Flatten, L.ReLU: nn.ReLU, L.Softmax: lambda: nn.Softmax(dim=1)}
+    if isinstance(layer, L.BatchNorm2D):
+        return nn.BatchNorm2d(layer.input_shape[2], eps=layer.eps, momentum=layer.momentum)
+    simple = {
+        L.Flatten: nn.Flatten,
+        L.ReLU: nn.ReLU,
+        L.Softmax: lambda: nn.Softmax(dim=1),
+        L.GlobalAvgPool2D: lambda: nn.AdaptiveAvgPool2d(1),
+    }
     if type(layer) in simple:
         return simple[type(layer)]()
     if isinstance(layer, L.Dropout):
@@ -104,46 +126,69 @@ def _layer_module(nn, layer):
     raise ValueError(f"to_torch: layer type {type(layer).__name__} has no PyTorch equivalent here")
 
 
+def _after_module(nn, layer):
+    """The module that follows `layer`'s own in torch, or None: its fused activation, or the Flatten
+    that turns AdaptiveAvgPool2d's (N, C, 1, 1) into GlobalAvgPool2D's (N, C)."""
+    if isinstance(layer, L.GlobalAvgPool2D):
+        return nn.Flatten()
+    if getattr(layer, "activation", None):
+        return _activation_module(nn, layer.activation)
+    return None
+
+
+def modules_per_layer(layer) -> int:
+    """How many torch modules compute `layer`: 2 with a fused activation or for GlobalAvgPool2D, else 1."""
+    return 2 if isinstance(layer, L.GlobalAvgPool2D) or getattr(layer, "activation", None) else 1
+
+
 def torch_positions(model) -> list[int]:
     """For each convscope layer, the index of the module of `to_torch(model)` whose output equals
-    that layer's output (a layer with a fused activation becomes two modules: the second one)."""
-    positions, index = [], -1
+    that layer's output (a layer made of two modules, a fused activation or GlobalAvgPool2D's
+    pooling and flatten, maps to the second one). A model with a standardisation has it as module 0,
+    which shifts every position by one."""
+    positions, index = [], 0 if model.standardization is not None else -1
     for layer in model.layers:
-        index += 2 if getattr(layer, "activation", None) else 1
+        index += modules_per_layer(layer)
         positions.append(index)
     return positions
+
+
+def _torch_arrays(layer, flattened_from) -> dict:
+    """The layer's parameters and buffers in torch layout, by torch's names."""
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in (*layer.params.items(), *layer.buffers.items())}
+    if isinstance(layer, L.Conv2D):
+        arrays["weight"] = conv_weight_to_torch(arrays["weight"])
+    elif isinstance(layer, L.Dense):
+        arrays["weight"] = dense_weight_to_torch(arrays["weight"], flattened_from)
+    return arrays
 
 
 def to_torch(model):
     """A torch.nn.Sequential computing the same function as `model` on (N, C, H, W) inputs.
 
-    Module indices follow `torch_positions(model)`; without fused activations they equal the
-    convscope layer indices, and so do the state_dict names.
+    Module indices follow `torch_positions(model)`; without fused activations, GlobalAvgPool2D or a
+    standardisation they equal the convscope layer indices, and so do the state_dict names.
     """
     import torch
     from torch import nn
 
     model._require_built()
-    refuse_standardized(model)
     modules, flattened_from = [], None
+    if model.standardization is not None:
+        modules.append(standardization_module(model.standardization))
     for layer in model.layers:
-        params = {k: np.asarray(v, dtype=np.float32) for k, v in layer.params.items()}
         module = _layer_module(nn, layer)
-        if isinstance(layer, L.Conv2D):
-            weight = conv_weight_to_torch(params["weight"])
-        elif isinstance(layer, L.Dense):
-            weight = dense_weight_to_torch(params["weight"], flattened_from)
+        arrays = _torch_arrays(layer, flattened_from)
+        if isinstance(layer, L.Dense):
             flattened_from = None
-        elif isinstance(layer, L.Flatten):
-            if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
-                flattened_from = layer.input_shape
-        if "weight" in params:
-            with torch.no_grad():
-                module.weight.copy_(torch.from_numpy(weight))
-                if layer.use_bias:
-                    module.bias.copy_(torch.from_numpy(params["bias"]))
+        elif isinstance(layer, L.Flatten) and len(layer.input_shape) == 3:
+            flattened_from = layer.input_shape  # a Flatten of a flat input keeps the pending order
+        with torch.no_grad():
+            for name, array in arrays.items():
+                getattr(module, name).copy_(torch.from_numpy(array))
         modules.append(module)
-        if getattr(layer, "activation", None):
-            modules.append(_activation_module(nn, layer.activation))
+        after = _after_module(nn, layer)
+        if after is not None:
+            modules.append(after)
     check_flatten_order(flattened_from, "to_torch")
     return nn.Sequential(*modules)

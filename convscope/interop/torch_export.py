@@ -14,8 +14,9 @@ import os
 
 import numpy as np
 
-from convscope.interop.pytorch import to_torch
+from convscope.interop.pytorch import modules_per_layer, to_torch
 
+STANDARDIZATION_NOTE = "input standardisation (x - mean) / std; keep in eval mode"
 SOURCE_FILE = "model.py"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -68,6 +69,11 @@ def module_source(module) -> str:
         return f"nn.Softmax(dim={module.dim})"
     if kind == "Dropout":
         return f"nn.Dropout(p={module.p!r})"
+    if kind == "BatchNorm2d":
+        settings = f"eps={module.eps!r}, momentum={module.momentum!r}, affine={module.affine}"
+        return f"nn.BatchNorm2d({module.num_features}, {settings})"
+    if kind == "AdaptiveAvgPool2d":
+        return f"nn.AdaptiveAvgPool2d({module.output_size!r})"
     if kind in ("ReLU", "Flatten"):
         return f"nn.{kind}()"
     raise ValueError(f"torch export: no source for module type {kind}")
@@ -80,11 +86,13 @@ def torch_source(model, net=None) -> str:
     net = to_torch(model) if net is None else net
     h, w, c = model.input_shape
     ends_in_softmax = type(net[-1]).__name__ == "Softmax"
-    origins = []
+    origins = [] if model.standardization is None else [STANDARDIZATION_NOTE]
     for layer in model.layers:
         origins.append(layer.name)
         if getattr(layer, "activation", None):
             origins.append(f"{layer.name}'s {layer.activation}")
+        elif modules_per_layer(layer) == 2:
+            origins.append(f"{layer.name}'s flatten")
     lines = [
         f"        {module_source(module)},  # {index}: {origin}"
         for index, (module, origin) in enumerate(zip(net, origins, strict=True))

@@ -1,23 +1,32 @@
 """PyTorch -> convscope: an nn.Sequential of the layers convscope has, weights included.
 
 The torch model takes (N, C, H, W) images, the convscope model (N, H, W, C). Each torch module
-becomes one convscope layer at the same index, so the state_dict names ('0.weight', ...) are the
-same. Kernels go from (C_out, C_in, kh, kw) to (kh, kw, C_in, C_out), Linear weights from
+usually becomes one convscope layer at the same index, so the state_dict names ('0.weight', ...) are
+the same. Kernels go from (C_out, C_in, kh, kw) to (kh, kw, C_in, C_out), Linear weights from
 (D_out, D_in) to (D_in, D_out); the first Linear after a Flatten of an image block has its input
 axis reordered from torch's (c, h, w) to convscope's (h, w, c).
 
+Two patterns are read differently (see interop.pytorch): a leading non-affine nn.BatchNorm2d
+becomes the model's input standardisation, mean = running_mean and std = sqrt(running_var + eps),
+not a layer; nn.AdaptiveAvgPool2d(1) followed by nn.Flatten() becomes one GlobalAvgPool2D layer.
+After either, the convscope layer indices (and state_dict names) differ from the torch module
+indices; errors name the torch module's index.
+
 Anything convscope cannot compute exactly is refused with an error naming the module's index,
 its type and the setting: dilation, groups, padding modes other than zeros, ceil_mode, a stride
-that differs between height and width, batch normalisation, and modules convscope does not have.
+that differs between height and width, batch normalisation without running statistics or with a
+cumulative average (momentum=None), and modules convscope does not have.
 """
 
 import numpy as np
 
 from convscope import layers as L
 from convscope.interop.pytorch import check_flatten_order, conv_weight_from_torch, dense_weight_from_torch
-from convscope.model import Sequential
+from convscope.model import Sequential, checked_standardization
 
-SUPPORTED = "Conv2d, ReLU, MaxPool2d, Flatten, Linear, Dropout, Softmax"
+SUPPORTED = (
+    "Conv2d, ReLU, MaxPool2d, Flatten, Linear, Dropout, Softmax, BatchNorm2d, AdaptiveAvgPool2d(1) + Flatten"
+)
 
 
 def _where(index: int, module) -> str:
@@ -100,6 +109,38 @@ def _softmax(where: str, module) -> L.Softmax:
     return L.Softmax()
 
 
+def _batchnorm2d(where: str, module) -> L.BatchNorm2D:
+    _require(where, "track_running_stats", module.track_running_stats, True)
+    if not module.affine:
+        raise ValueError(
+            f"{where}: affine=False is supported only as the first module, read as the input "
+            "standardisation (convscope's BatchNorm2D has a weight and a bias)"
+        )
+    if module.momentum is None:
+        raise ValueError(
+            f"{where}: momentum=None (a cumulative average) is not supported (convscope needs a number)"
+        )
+    if module.bias is None:
+        raise ValueError(f"{where}: bias=False is not supported (convscope's BatchNorm2D has a bias)")
+    return L.BatchNorm2D(momentum=module.momentum, eps=module.eps)
+
+
+def _global_avgpool2d(where: str, module, following) -> L.GlobalAvgPool2D:
+    """AdaptiveAvgPool2d(1) + Flatten() -> GlobalAvgPool2D (the Flatten is consumed with it)."""
+    from torch import nn
+
+    if module.output_size not in (1, (1, 1)):
+        raise ValueError(
+            f"{where}: output_size={module.output_size!r} is not supported (convscope needs output_size=1)"
+        )
+    if not (isinstance(following, nn.Flatten) and (following.start_dim, following.end_dim) == (1, -1)):
+        raise ValueError(
+            f"{where}: AdaptiveAvgPool2d(1) is supported when an nn.Flatten() follows it "
+            "(together: convscope's GlobalAvgPool2D)"
+        )
+    return L.GlobalAvgPool2D()
+
+
 def _layer(index: int, module) -> L.Layer:
     """One torch module -> the equivalent unbuilt convscope layer, or a ValueError naming it."""
     from torch import nn
@@ -110,6 +151,7 @@ def _layer(index: int, module) -> L.Layer:
         nn.MaxPool2d: _maxpool2d,
         nn.Flatten: _flatten,
         nn.Softmax: _softmax,
+        nn.BatchNorm2d: _batchnorm2d,
         nn.Linear: lambda _, m: L.Dense(m.out_features, use_bias=m.bias is not None),
         nn.ReLU: lambda _, m: L.ReLU(),
         nn.Dropout: lambda _, m: L.Dropout(m.p),
@@ -121,12 +163,39 @@ def _layer(index: int, module) -> L.Layer:
             if str(error).startswith(where):
                 raise
             raise ValueError(f"{where}: {error}") from None
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        raise ValueError(
-            f"{where}: convscope has no batch normalisation layer yet; fold it into the Conv2d before it "
-            f"or remove it (supported: {SUPPORTED})"
-        )
     raise ValueError(f"{where}: not supported; convscope has {SUPPORTED}")
+
+
+def _is_standardization(module) -> bool:
+    from torch import nn
+
+    return isinstance(module, nn.BatchNorm2d) and not module.affine and module.track_running_stats
+
+
+def _standardization(module) -> dict:
+    """A leading non-affine BatchNorm2d -> {"mean": [...], "std": [...]} (eval-mode arithmetic)."""
+    mean = _array(module.running_mean).astype(np.float64)
+    std = np.sqrt(_array(module.running_var).astype(np.float64) + module.eps)
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def _layers(module) -> list[tuple[L.Layer, int]]:
+    """(convscope layer, index of the torch module holding its weights) for the modules after a
+    leading standardisation; AdaptiveAvgPool2d(1) and its Flatten make one layer."""
+    from torch import nn
+
+    children = list(module)
+    pairs, index = [], 1 if children and _is_standardization(children[0]) else 0
+    while index < len(children):
+        child = children[index]
+        if isinstance(child, nn.AdaptiveAvgPool2d):
+            following = children[index + 1] if index + 1 < len(children) else None
+            pairs.append((_global_avgpool2d(_where(index, child), child, following), index))
+            index += 2
+            continue
+        pairs.append((_layer(index, child), index))
+        index += 1
+    return pairs
 
 
 def _check_fan_in(where: str, setting: str, value: int, expected: int, input_shape):
@@ -139,11 +208,13 @@ def _check_fan_in(where: str, setting: str, value: int, expected: int, input_sha
     raise ValueError(f"{where}: {setting}={value} but its input has {expected}{hint}")
 
 
-def _state_from_torch(model: Sequential, module, input_shape) -> dict:
-    """The torch parameters in convscope layout, keyed like model.state_dict(); checks the fan-ins."""
+def _state_from_torch(model: Sequential, module, torch_indices, input_shape) -> dict:
+    """The torch parameters and buffers in convscope layout, keyed like model.state_dict(); checks
+    the fan-ins. `torch_indices[i]` is the index of the torch module behind convscope layer i."""
     state, flattened_from = {}, None
-    for index, (layer, child) in enumerate(zip(model.layers, module, strict=True)):
-        where = _where(index, child)
+    for index, (layer, torch_index) in enumerate(zip(model.layers, torch_indices, strict=True)):
+        child = module[torch_index]
+        where = _where(torch_index, child)
         if isinstance(layer, L.Flatten):
             if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
                 flattened_from = layer.input_shape
@@ -154,6 +225,11 @@ def _state_from_torch(model: Sequential, module, input_shape) -> dict:
             _check_fan_in(where, "in_features", child.in_features, layer.input_shape[0], input_shape)
             state[f"{index}.weight"] = dense_weight_from_torch(_array(child.weight), flattened_from)
             flattened_from = None
+        elif isinstance(layer, L.BatchNorm2D):
+            _check_fan_in(where, "num_features", child.num_features, layer.input_shape[2], input_shape)
+            state[f"{index}.weight"] = _array(child.weight)
+            for name in layer.buffers:
+                state[f"{index}.{name}"] = _array(getattr(child, name))
         if getattr(child, "bias", None) is not None:
             state[f"{index}.bias"] = _array(child.bias)
     check_flatten_order(flattened_from, "from_torch")
@@ -178,10 +254,17 @@ def from_torch(module, input_shape, class_names=None, name="from_torch", seed=0)
             f"from_torch needs a torch.nn.Sequential of {SUPPORTED}, got {type(module).__name__}"
         )
     input_shape = tuple(int(d) for d in input_shape)
-    layers = [_layer(index, child) for index, child in enumerate(module)]
-    model = Sequential(layers, seed=seed, class_names=class_names, name=name)
+    pairs = _layers(module)
+    model = Sequential([layer for layer, _ in pairs], seed=seed, class_names=class_names, name=name)
     try:
         model.build(input_shape)
     except ValueError as error:
         raise ValueError(f"from_torch: input_shape {input_shape} (H, W, C): {error}") from None
-    return model.load_state_dict(_state_from_torch(model, module, input_shape))
+    if len(module) and _is_standardization(module[0]):
+        where = _where(0, module[0])
+        _check_fan_in(where, "num_features", module[0].num_features, input_shape[2], input_shape)
+        try:
+            model.standardization = checked_standardization(_standardization(module[0]), input_shape)
+        except ValueError as error:
+            raise ValueError(f"{where} (read as the input standardisation): {error}") from None
+    return model.load_state_dict(_state_from_torch(model, module, [i for _, i in pairs], input_shape))

@@ -21,10 +21,30 @@ from convscope.ops.conv import (
     resolve_padding,
 )
 from convscope.ops.dense import dense_backward, dense_forward, flatten_backward, flatten_forward
-from convscope.ops.pool import maxpool2d, maxpool2d_backward, maxpool2d_forward, pool_output_shape
+from convscope.ops.norm import (
+    BatchStatistics,
+    batchnorm2d,
+    batchnorm2d_backward,
+    batchnorm2d_forward,
+    combine_batch_statistics,
+    update_running_statistics,
+)
+from convscope.ops.pool import (
+    global_avgpool2d_backward,
+    global_avgpool2d_forward,
+    maxpool2d,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    pool_output_shape,
+)
 
 __all__ = [
+    "BatchStatistics",
+    "batchnorm2d",
+    "batchnorm2d_backward",
+    "batchnorm2d_forward",
     "col2im",
+    "combine_batch_statistics",
     "conv2d_backward",
     "conv2d_forward",
     "conv_output_shape",
@@ -34,6 +54,8 @@ __all__ = [
     "dropout_forward",
     "flatten_backward",
     "flatten_forward",
+    "global_avgpool2d_backward",
+    "global_avgpool2d_forward",
     "im2col",
     "maxpool2d",
     "maxpool2d_backward",
@@ -47,4 +69,5 @@ __all__ = [
     "softmax",
     "softmax_backward",
     "softmax_forward",
+    "update_running_statistics",
 ]

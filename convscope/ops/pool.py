@@ -7,6 +7,9 @@ not fill a whole window are dropped (PyTorch's and Keras' default).
 The backward pass sends each window's gradient to the *first* maximum in row-major order, as
 PyTorch does. Ties are common (a digit's flat background, saturated ink), and sending the gradient
 to every tied maximum would multiply it.
+
+Global average pooling (at the end of this file) averages each channel over the whole image:
+(N, H, W, C) -> (N, C), like torch.nn.AdaptiveAvgPool2d(1) followed by nn.Flatten().
 """
 
 import numpy as np
@@ -145,3 +148,20 @@ def _windowed_backward(dy, cache):
     dx = np.zeros(x_shape, dtype=dy.dtype)
     np.add.at(dx, (ni, rows, cols, ci), dy)
     return dx
+
+
+# Global average pooling: one number per channel, the mean over the whole image.
+
+
+def global_avgpool2d_forward(x):
+    """x: (N, H, W, C) -> y: (N, C), the mean of each channel over H and W; the cache is x's shape."""
+    if x.ndim != 4:
+        raise ValueError(f"global_avgpool2d expects images of shape (N, H, W, C), got shape {x.shape}")
+    return x.mean(axis=(1, 2)), x.shape
+
+
+def global_avgpool2d_backward(dy, cache):
+    """dy: (N, C) -> dx: (N, H, W, C): each pixel gets 1 / (H * W) of its channel's gradient."""
+    n, h, w, c = cache
+    share = dy / (h * w)
+    return np.ascontiguousarray(np.broadcast_to(share[:, None, None, :], (n, h, w, c)))

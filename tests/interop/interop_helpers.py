@@ -3,7 +3,7 @@
 import numpy as np
 
 from convscope import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, Softmax
-from convscope.models import seed_cnn
+from convscope.models import seed_cnn, small_vgg
 
 LOGITS_ATOL = 1e-5
 
@@ -48,17 +48,37 @@ def _pointwise_wide_pool():
     return Sequential(layers, input_shape=(6, 8, 2), seed=3)
 
 
+def _small_vgg_standardized():
+    """small_vgg (batch norm, global average pooling) on non-square RGB images, with an input
+    standardisation and batch-norm weights and running statistics away from their initial values."""
+    model = small_vgg((14, 10, 3), 5, seed=4, width=4)
+    rng = np.random.default_rng(4)
+    for key, array in model.state_dict().items():
+        if key.endswith(("running_var", ".weight")) and array.ndim == 1:
+            array[...] = rng.uniform(0.5, 2.0, array.shape)
+        elif key.endswith(("running_mean", ".bias")):
+            array[...] = rng.uniform(-0.5, 0.5, array.shape)
+    model.standardization = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+    return model
+
+
 ARCHITECTURES = {
     "seed-cnn": lambda: seed_cnn((28, 28, 1), 10, seed=0),
     "strided-rgb": _strided_rgb,
     "even-kernels-logits": _even_kernels_logits,
     "pointwise-wide-pool": _pointwise_wide_pool,
+    "small-vgg-standardized": _small_vgg_standardized,
 }
 
 
 def random_images(input_shape, n=6, seed=0) -> np.ndarray:
     """(n, H, W, C) float32 in [0, 1)."""
     return np.random.default_rng(seed).uniform(0, 1, (n, *input_shape)).astype(np.float32)
+
+
+def model_logits(model, x) -> np.ndarray:
+    """A convscope model's logits for raw (N, H, W, C) images, its standardisation included."""
+    return model.forward_logits(model.standardize(x))
 
 
 def assert_logits_close(actual, expected, what=""):

@@ -104,3 +104,18 @@ def test_bad_option_combinations_are_refused(saved, tmp_path, capsys):
     assert "--check-batch must be >= 1, got 0" in errors_of(
         ["export", str(path), "--check", "--check-batch", "0"], capsys
     )
+
+
+def test_exports_of_a_standardised_batchnorm_model_check_out(tmp_path, capsys):
+    model = ARCHITECTURES["small-vgg-standardized"]()
+    path = tmp_path / "vgg.convscope"
+    model.save(path)
+    assert main(["export", str(path), "--format", "torch", "--out", str(tmp_path / "t"), "--check"]) == 0
+    printed = capsys.readouterr().out
+    assert "- standardization" in printed and "0 BatchNorm2d" in printed and "parity ok" in printed
+    assert "21 globalavgpool2d (GlobalAvgPool2D)" in printed and "23 Flatten" in printed
+    source = (tmp_path / "t" / "model.py").read_text()
+    assert "nn.BatchNorm2d(3, eps=0.0, momentum=0.0, affine=False),  # 0: input standardisation" in source
+    assert "nn.AdaptiveAvgPool2d(1),  # 22: globalavgpool2d" in source
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "v.onnx"), "--check"]) == 0
+    assert "parity ok" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-from interop_helpers import assert_logits_close, random_images  # noqa: E402
+from interop_helpers import assert_logits_close, model_logits, random_images  # noqa: E402
 
 from convscope import Conv2D, Dense, Flatten, Sequential, Softmax, __version__  # noqa: E402
 from convscope.interop import to_onnx  # noqa: E402
@@ -27,7 +27,7 @@ def run_onnx(proto, x, layout="nhwc") -> dict:
 def test_onnxruntime_matches_convscope(architecture, layout):
     x = random_images(architecture.input_shape)
     outputs = run_onnx(to_onnx(architecture, layout), x, layout)
-    assert_logits_close(outputs["logits"], architecture.forward_logits(x), f"{layout} logits")
+    assert_logits_close(outputs["logits"], model_logits(architecture, x), f"{layout} logits")
     if "probabilities" in outputs:
         np.testing.assert_allclose(outputs["probabilities"], architecture(x), rtol=0, atol=1e-6)
     else:
@@ -71,3 +71,22 @@ def test_bad_layout_is_refused():
     model = Sequential([Flatten(), Dense(2)], input_shape=(2, 2, 1))
     with pytest.raises(ValueError, match=r"layout must be one of \('nhwc', 'nchw'\), got 'NHWC!'"):
         to_onnx(model, "NHWC!")
+
+
+def test_standardisation_batchnorm_and_global_pooling_nodes():
+    from interop_helpers import ARCHITECTURES
+
+    model = ARCHITECTURES["small-vgg-standardized"]()
+    proto = to_onnx(model, "nchw")
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops[:4] == ["Sub", "Div", "Conv", "BatchNormalization"]  # the standardisation comes first
+    assert ops.count("BatchNormalization") == 6
+    tail = ["MaxPool", "GlobalAveragePool", "Flatten", "Identity", "Gemm", "Softmax", "Identity", "Identity"]
+    assert ops[-8:] == tail  # ... pooling, dropout (Identity), dense, softmax, the two outputs
+    batchnorm = next(node for node in proto.graph.node if node.op_type == "BatchNormalization")
+    assert list(batchnorm.input[1:]) == ["1.weight", "1.bias", "1.running_mean", "1.running_var"]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in batchnorm.attribute}
+    assert attributes["epsilon"] == pytest.approx(1e-5) and attributes["momentum"] == pytest.approx(0.9)
+    x = random_images(model.input_shape)
+    outputs = run_onnx(proto, x, "nchw")
+    np.testing.assert_allclose(outputs["probabilities"], model(x), rtol=0, atol=1e-6)

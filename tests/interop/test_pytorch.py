@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from interop_helpers import assert_logits_close, random_images  # noqa: E402
+from interop_helpers import assert_logits_close, model_logits, random_images  # noqa: E402
 
 from convscope import Conv2D, Flatten, Sequential, Softmax  # noqa: E402
 from convscope.interop import from_torch, to_torch  # noqa: E402
@@ -25,9 +25,9 @@ def torch_logits(net, x):
 def test_round_trip_through_torch_keeps_the_function(architecture):
     x = random_images(architecture.input_shape)
     net = to_torch(architecture)
-    assert_logits_close(torch_logits(net, x), architecture.forward_logits(x), "to_torch")
+    assert_logits_close(torch_logits(net, x), model_logits(architecture, x), "to_torch")
     back = from_torch(net, architecture.input_shape, class_names=architecture.class_names)
-    assert_logits_close(back.forward_logits(x), architecture.forward_logits(x), "to_torch -> from_torch")
+    assert_logits_close(model_logits(back, x), model_logits(architecture, x), "to_torch -> from_torch")
     np.testing.assert_allclose(back(x), architecture(x), rtol=0, atol=1e-6)
 
 
@@ -79,9 +79,33 @@ def test_from_torch_of_a_torch_built_model_keeps_the_flatten_order():
 
 
 UNSUPPORTED = {
-    "batchnorm": (
-        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 2)),
-        "layer 1 (BatchNorm2d): convscope has no batch normalisation",
+    "batchnorm-not-affine-inside": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False)),
+        "layer 1 (BatchNorm2d): affine=False is supported only as the first module",
+    ),
+    "batchnorm-no-running-stats": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False)),
+        "layer 1 (BatchNorm2d): track_running_stats=False is not supported",
+    ),
+    "batchnorm-cumulative": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, momentum=None)),
+        "layer 1 (BatchNorm2d): momentum=None (a cumulative average) is not supported",
+    ),
+    "batchnorm-no-bias": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, bias=False)),
+        "layer 1 (BatchNorm2d): bias=False is not supported",
+    ),
+    "batchnorm-1d": (
+        lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64)),
+        "layer 1 (BatchNorm1d): not supported",
+    ),
+    "adaptive-pool-size": (
+        lambda: nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()),
+        "layer 0 (AdaptiveAvgPool2d): output_size=2 is not supported",
+    ),
+    "adaptive-pool-without-flatten": (
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1)),
+        "layer 1 (AdaptiveAvgPool2d): AdaptiveAvgPool2d(1) is supported when an nn.Flatten() follows it",
     ),
     "dilation": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), "layer 0 (Conv2d): dilation=(2, 2)"),
     "groups": (lambda: nn.Sequential(nn.ReLU(), nn.Conv2d(2, 2, 3, groups=2)), "layer 1 (Conv2d): groups=2"),
@@ -145,12 +169,81 @@ def test_a_flattened_block_with_no_dense_after_it_is_refused_not_permuted():
         from_torch(nn.Sequential(nn.Conv2d(1, 3, 1), nn.Flatten(), nn.Softmax(dim=1)), (2, 2, 1))
 
 
-def test_standardised_models_are_refused_not_silently_wrong():
-    from convscope.interop import to_torch
-    from convscope.interop.onnx_export import to_onnx
-    from convscope.models import seed_cnn
-
+def test_standardisation_becomes_a_leading_non_affine_batchnorm_and_comes_back():
     model = seed_cnn((8, 8, 1), 10).adapt(np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32))
-    for export in (to_torch, to_onnx):
-        with pytest.raises(ValueError, match="standardises its inputs"):
-            export(model)
+    net = to_torch(model).eval()
+    first = net[0]
+    assert isinstance(first, nn.BatchNorm2d) and not first.affine
+    assert (first.eps, first.momentum) == (0.0, 0.0)  # exact (x - mean) / std; statistics kept fixed
+    assert torch_positions(model) == list(range(1, len(model.layers) + 1))
+    assert sorted(net.state_dict()) == sorted(
+        ["0.running_mean", "0.running_var", "0.num_batches_tracked"]
+        + [f"{int(k.split('.')[0]) + 1}.{k.split('.')[1]}" for k in model.state_dict()]
+    )
+    x = random_images((8, 8, 1), n=5)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(images_to_torch(x)).numpy(), model(x), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            first(images_to_torch(x)).numpy().transpose(0, 2, 3, 1),
+            model.standardize(x),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+    back = from_torch(net, (8, 8, 1))
+    assert len(back.layers) == len(model.layers)
+    for key in ("mean", "std"):  # float32 in torch: the same float32 numbers
+        np.testing.assert_array_equal(
+            np.float32(back.standardization[key]), np.float32(model.standardization[key])
+        )
+    np.testing.assert_array_equal(back.state_dict()["0.weight"], model.state_dict()["0.weight"])
+    np.testing.assert_allclose(back(x), model(x), rtol=0, atol=1e-7)
+
+
+def test_from_torch_reads_a_torch_built_batchnorm_network():
+    """A native torch network: leading non-affine BatchNorm2d (eps 1e-5, the standardisation),
+    Conv2d + BatchNorm2d (its own eps and momentum, trained running statistics), global average
+    pooling; layer indices shift, errors and state names follow."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.BatchNorm2d(3, affine=False),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6, eps=1e-3, momentum=0.2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    )
+    net.train()
+    for _ in range(3):
+        net(torch.rand(8, 3, 9, 7) * 2 + 1)  # moves every running statistic
+    net.eval()
+    model = from_torch(net, (9, 7, 3))
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D",
+        "BatchNorm2D",
+        "ReLU",
+        "GlobalAvgPool2D",
+        "Dense",
+    ]
+    assert (model.layers[1].eps, model.layers[1].momentum) == (1e-3, pytest.approx(0.2))
+    mean, var = net[0].running_mean.numpy(), net[0].running_var.numpy()
+    np.testing.assert_allclose(model.standardization["mean"], mean, rtol=1e-7)
+    np.testing.assert_allclose(
+        model.standardization["std"], np.sqrt(var.astype(np.float64) + 1e-5), rtol=1e-7
+    )
+    np.testing.assert_array_equal(model.state_dict()["1.running_var"], net[2].running_var.numpy())
+    x = random_images((9, 7, 3), n=5, seed=2)
+    assert_logits_close(model_logits(model, x), torch_logits(net, x))
+    assert torch_positions(from_torch(net, (9, 7, 3))) == [1, 2, 3, 5, 6]
+
+
+def test_global_average_pooling_is_two_torch_modules():
+    from convscope import GlobalAvgPool2D
+
+    model = Sequential([Conv2D(3, 3), GlobalAvgPool2D(), Softmax()], input_shape=(5, 5, 2), seed=0)
+    net = to_torch(model)
+    assert [type(m).__name__ for m in net] == ["Conv2d", "AdaptiveAvgPool2d", "Flatten", "Softmax"]
+    assert torch_positions(model) == [0, 2, 3]
+    x = random_images((5, 5, 2))
+    with torch.no_grad():
+        np.testing.assert_allclose(net(images_to_torch(x)).numpy(), model(x), rtol=0, atol=1e-6)

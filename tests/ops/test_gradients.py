@@ -462,3 +462,125 @@ def test_model_loss_gradients(head):
     for key, param in state.items():
         assert param.dtype == np.float64
         assert_grad(grads[key], lambda: model.loss_and_gradients(x, y)[0], param, key)
+
+
+# ---------------------------------------------------------------- batch normalisation, global average pooling
+
+BATCHNORM_CASES = {
+    # name: input shape (N, H, W, C)
+    "2x3x4x3": (2, 3, 4, 3),
+    "one-image": (1, 3, 3, 2),
+    "1x1-spatial": (5, 1, 1, 4),
+}
+
+
+@pytest.mark.parametrize("shape", list(BATCHNORM_CASES.values()), ids=list(BATCHNORM_CASES))
+def test_batchnorm2d_gradients(shape):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal(shape) * 2.0 + 0.5
+    weight = rng.uniform(0.5, 1.5, shape[3])
+    bias = rng.standard_normal(shape[3])
+    y, cache = ops.batchnorm2d_forward(x, weight, bias, eps=1e-3)
+    assert y.dtype == np.float64 and y.shape == shape
+    rows = x.reshape(-1, shape[3])
+    expected = (rows - rows.mean(axis=0)) / np.sqrt(rows.var(axis=0) + 1e-3) * weight + bias
+    np.testing.assert_allclose(y.reshape(-1, shape[3]), expected, rtol=1e-12, atol=1e-12)
+    assert cache.statistics.count == rows.shape[0]
+    np.testing.assert_allclose(cache.statistics.var, rows.var(axis=0), rtol=1e-12)  # biased
+    dy = rng.standard_normal(shape)
+    dx, dweight, dbias = ops.batchnorm2d_backward(dy, cache)
+
+    def loss():
+        return float(np.sum(ops.batchnorm2d_forward(x, weight, bias, eps=1e-3)[0] * dy))
+
+    assert_grad(dx, loss, x, "dx")
+    assert_grad(dweight, loss, weight, "dweight")
+    assert_grad(dbias, loss, bias, "dbias")
+
+
+def test_batchnorm2d_needs_two_values_per_channel_in_training():
+    with pytest.raises(ValueError, match=r"more than 1 value per channel, got input shape \(1, 1, 1, 3\)"):
+        ops.batchnorm2d_forward(np.ones((1, 1, 1, 3)), np.ones(3), np.zeros(3))
+
+
+def test_batchnorm2d_inference_uses_the_running_statistics():
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((2, 3, 3, 4))
+    mean, var = rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)
+    weight, bias = rng.standard_normal(4), rng.standard_normal(4)
+    y = ops.batchnorm2d(x, mean, var, weight, bias, eps=1e-5)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5) * weight + bias, rtol=1e-12, atol=1e-12)
+
+
+def test_combined_shard_statistics_equal_the_whole_batch():
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((7, 3, 2, 3)) * 3.0 + 1.0
+    weight, bias = np.ones(3), np.zeros(3)
+    whole = ops.batchnorm2d_forward(x, weight, bias)[1].statistics
+    shards = [ops.batchnorm2d_forward(part, weight, bias)[1].statistics for part in (x[:2], x[2:3], x[3:])]
+    combined = ops.combine_batch_statistics(shards)
+    assert combined.count == whole.count == 42
+    np.testing.assert_allclose(combined.mean, whole.mean, rtol=1e-13)
+    np.testing.assert_allclose(combined.var, whole.var, rtol=1e-13)
+    assert ops.combine_batch_statistics([whole]) is whole
+
+
+def test_running_statistics_move_by_momentum_with_the_unbiased_variance():
+    statistics = ops.BatchStatistics(count=5, mean=np.array([1.0, -2.0]), var=np.array([4.0, 0.8]))
+    running_mean, running_var = np.zeros(2), np.ones(2)
+    ops.update_running_statistics(running_mean, running_var, statistics, momentum=0.25)
+    np.testing.assert_allclose(running_mean, [0.25, -0.5])
+    np.testing.assert_allclose(running_var, [0.75 + 0.25 * 5.0, 0.75 + 0.25 * 1.0])
+
+
+def test_batchnorm2d_layer_gradients():
+    rng = np.random.default_rng(21)
+    layer = build_float64(layers.BatchNorm2D(eps=1e-3), (3, 4, 3))
+    layer.params["weight"][...] = rng.uniform(0.5, 1.5, 3)
+    layer.params["bias"][...] = rng.standard_normal(3)
+    check_layer(layer, rng.standard_normal((2, 3, 4, 3)), rng)
+
+
+def test_global_avgpool2d_gradients():
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 3, 5, 4))
+    y, cache = ops.global_avgpool2d_forward(x)
+    assert y.dtype == np.float64 and y.shape == (2, 4)
+    np.testing.assert_allclose(y, x.mean(axis=(1, 2)), rtol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx = ops.global_avgpool2d_backward(dy, cache)
+    assert dx.flags.writeable and dx.flags.c_contiguous
+    assert_grad(dx, lambda: float(np.sum(ops.global_avgpool2d_forward(x)[0] * dy)), x, "dx")
+    check_layer(build_float64(layers.GlobalAvgPool2D(), (3, 5, 4)), x, rng)
+
+
+def test_model_with_batchnorm_loss_gradients():
+    """Conv (no bias: batch norm cancels it) -> BatchNorm2D -> MaxPool -> GlobalAvgPool2D ->
+    Dense(softmax): every parameter, float64; the buffers are in the state_dict but not among the
+    parameters or gradients."""
+    model = Sequential(
+        [
+            layers.Conv2D(3, 3, padding="same", use_bias=False),
+            layers.BatchNorm2D(eps=1e-3),
+            layers.MaxPool2D(2),
+            layers.GlobalAvgPool2D(),
+            layers.Dense(4, activation="softmax"),
+        ],
+        input_shape=(6, 6, 2),
+        seed=0,
+    )
+    for layer in model.layers:
+        for group in (layer.params, layer.buffers):
+            for key in group:
+                group[key] = group[key].astype(np.float64)
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 6, 6, 2))
+    y = np.array([0, 3, 1])
+    model.loss_and_gradients(x, y)
+    grads = {k: g.copy() for k, g in model.gradients().items()}
+    assert set(grads) == set(model.parameters()) == {"0.weight", "1.weight", "1.bias", "4.weight", "4.bias"}
+    assert set(model.state_dict()) - set(grads) == {"1.running_mean", "1.running_var"}
+    for key, param in model.parameters().items():
+        assert_grad(grads[key], lambda: model.loss_and_gradients(x, y)[0], param, key)
+    # loss_and_gradients records the batch statistics; only a training step moves the buffers
+    np.testing.assert_array_equal(model.state_dict()["1.running_mean"], 0.0)

@@ -1,4 +1,4 @@
-"""The ops, the seed CNN and the optimisers against PyTorch (CPU, float32)."""
+"""The ops, the seed CNN, small_vgg and the optimisers against PyTorch (CPU, float32)."""
 
 import numpy as np
 import pytest
@@ -16,8 +16,9 @@ from torch_helpers import (  # noqa: E402  (after the importorskip)
 )
 
 from convscope import ops  # noqa: E402
+from convscope.interop.pytorch import to_torch  # noqa: E402
 from convscope.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward  # noqa: E402
-from convscope.models import seed_cnn  # noqa: E402
+from convscope.models import seed_cnn, small_vgg  # noqa: E402
 from convscope.optim import SGD, Adam  # noqa: E402
 
 ATOL = 1e-5
@@ -292,3 +293,122 @@ def test_optimizer_update_rules_match_torch(name):
         for k in params:
             assert params[k].dtype == np.float32
             assert_close(params[k], tparams[k], f"{name}: {k}")
+
+
+# ---------------------------------------------------------------- batch normalisation, global average pooling
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 6, 3), (2, 1, 1, 8)], ids=["4x5x6x3", "1x1-spatial"])
+def test_batchnorm2d_training_step_matches_torch(shape):
+    """y, dx, dweight, dbias in training mode, then the running statistics after two updates."""
+    rng = np.random.default_rng(5)
+    c = shape[3]
+    weight = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    bias = rng.uniform(-0.5, 0.5, c).astype(np.float32)
+    running_mean, running_var = np.zeros(c, np.float32), np.ones(c, np.float32)
+    running_mean_t, running_var_t = torch.zeros(c), torch.ones(c)
+    for step in range(2):
+        x = (rng.standard_normal(shape) * 3.0 + 2.0).astype(np.float32)
+        y, cache = ops.batchnorm2d_forward(x, weight, bias, eps=1e-5)
+        assert y.dtype == np.float32
+        dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+        dx, dweight, dbias = ops.batchnorm2d_backward(dy, cache)
+        ops.update_running_statistics(running_mean, running_var, cache.statistics, momentum=0.1)
+
+        xt = images_to_torch(x).requires_grad_()
+        wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (weight, bias))
+        yt = F.batch_norm(xt, running_mean_t, running_var_t, wt, bt, training=True, momentum=0.1, eps=1e-5)
+        (yt * images_to_torch(dy)).sum().backward()
+
+        assert_close(y, images_from_torch(yt), f"y at step {step}")
+        assert_close(dx, images_from_torch(xt.grad), f"dx at step {step}")
+        assert_close(dweight, wt.grad, f"dweight at step {step}")
+        assert_close(dbias, bt.grad, f"dbias at step {step}")
+        assert_close(running_mean, running_mean_t, f"running_mean after step {step}")
+        assert_close(running_var, running_var_t, f"running_var after step {step}")  # unbiased
+
+
+def test_batchnorm2d_inference_matches_torch():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    mean, bias = (rng.uniform(-1, 1, 6).astype(np.float32) for _ in range(2))
+    var, weight = (rng.uniform(0.2, 2, 6).astype(np.float32) for _ in range(2))
+    y = ops.batchnorm2d(x, mean, var, weight, bias, eps=1e-3)
+    assert y.dtype == np.float32
+    yt = F.batch_norm(
+        images_to_torch(x),
+        *(torch.from_numpy(a) for a in (mean, var, weight, bias)),
+        training=False,
+        eps=1e-3,
+    )
+    assert_close(y, images_from_torch(yt), "y")
+
+
+def test_global_avgpool2d_matches_torch():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 7, 5, 4)).astype(np.float32)
+    y, cache = ops.global_avgpool2d_forward(x)
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx = ops.global_avgpool2d_backward(dy, cache)
+    xt = images_to_torch(x).requires_grad_()
+    yt = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())(xt)
+    (yt * torch.from_numpy(dy)).sum().backward()
+    assert y.dtype == dx.dtype == np.float32
+    assert_close(y, yt, "y")
+    assert_close(dx, images_from_torch(xt.grad), "dx")
+
+
+def torch_small_vgg(model) -> torch.nn.Sequential:
+    """small_vgg written out in torch by hand, with the model's weights and running statistics."""
+    nn = torch.nn
+    modules, c_in = [], model.input_shape[2]
+    for width in (model.layers[0].filters * k for k in (1, 2, 4)):
+        for c in (c_in, width):
+            modules += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        modules.append(nn.MaxPool2d(2))
+        c_in = width
+    modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(model.layers[-3].rate)]
+    modules.append(nn.Linear(c_in, model.num_classes))
+    net = nn.Sequential(*modules)
+    net.load_state_dict(to_torch(model)[:-1].state_dict())
+    return net
+
+
+def small_vgg_state_from_torch(net) -> dict:
+    """The torch small_vgg's parameters and running statistics by convscope name and layout."""
+    state = {}
+    for name, tensor in net.state_dict().items():
+        index, kind = name.split(".")
+        value = tensor.detach().numpy()
+        if kind == "num_batches_tracked":
+            continue
+        if int(index) == len(net) - 1:  # the Linear: one index later than convscope's Dense
+            state[f"{int(index) - 1}.{kind}"] = value.T if kind == "weight" else value
+        else:
+            state[name] = conv_weight_from_torch(tensor) if value.ndim == 4 else value
+    return state
+
+
+def test_small_vgg_sgd_steps_and_running_statistics_match_torch():
+    """Two SGD steps in training mode (batch statistics; one thread, so one batch), then inference
+    with the running statistics: the same losses, weights, running statistics and logits."""
+    model = small_vgg((12, 12, 3), 4, seed=0, width=4, dropout=0.0)
+    model.workers = 1
+    net = torch_small_vgg(model)
+    model.compile(SGD(lr=0.1, momentum=0.9))
+    opt_t = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(8)
+    for step in range(1, 3):
+        x = rng.uniform(0, 1, (8, 12, 12, 3)).astype(np.float32)
+        y = rng.integers(0, 4, 8)
+        loss, _ = model.train_step(x, y)
+        net.train()
+        loss_t = torch_step(net, opt_t, x, y)
+        assert_close(loss, loss_t, f"loss at step {step}")
+        theirs = small_vgg_state_from_torch(net)
+        assert set(theirs) == set(model.state_dict())
+        for key, value in model.state_dict().items():
+            assert_close(value, theirs[key], f"{key} after step {step}")
+    net.eval()
+    with torch.no_grad():
+        assert_close(model.forward_logits(x), net(images_to_torch(x)), "inference logits")

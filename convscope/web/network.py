@@ -1,0 +1,191 @@
+"""Network view API: the models, one image through a model layer by layer, the kernel behind a map."""
+
+import threading
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from convscope.web.encoding import encode_block, encode_image, encode_vector, rounded
+from convscope.web.errors import WebError
+from convscope.web.uploads import decode_image, read_upload, to_model_input
+
+router = APIRouter(prefix="/api/models", tags=["network"])
+_inference_lock = threading.Lock()  # layers keep caches: one forward pass at a time per server
+
+
+def _registry(request: Request):
+    return request.app.state.registry
+
+
+def model_summary(entry, model) -> dict:
+    """What the model picker shows: name, file, input shape, classes, parameter count."""
+    return {
+        "name": entry.name,
+        "file": entry.path.rsplit("/", 1)[-1],
+        "source": entry.source,
+        "input_shape": list(model.input_shape),
+        "num_classes": int(model.num_classes),
+        "class_names": _class_names(model),
+        "params": int(model.count_params()),
+        "standardized": model.standardization is not None,
+        "drawable": model.input_shape[2] == 1,
+        "error": None,
+    }
+
+
+def _class_names(model) -> list[str]:
+    return [str(name) for name in (model.class_names or range(model.num_classes))]
+
+
+def _layer_info(index: int, layer) -> dict:
+    return {
+        "index": index,
+        "name": layer.name,
+        "type": type(layer).__name__,
+        "output_shape": list(layer.output_shape),
+        "params": int(layer.count_params()),
+        "config": layer.get_config(),
+    }
+
+
+@router.get("", summary="List the models the server may open")
+def list_models(request: Request) -> dict:
+    """Every configured model by name; a model whose file cannot be loaded carries an `error` sentence."""
+    registry = _registry(request)
+    models = []
+    for entry in registry.entries().values():
+        try:
+            models.append(model_summary(entry, registry.load(entry.name)))
+        except WebError as error:
+            models.append({"name": entry.name, "file": entry.path.rsplit("/", 1)[-1], "error": error.message})
+    return {"models": models, "models_dir": registry.models_dir}
+
+
+@router.get("/{name}", summary="One model: its layers and shapes")
+def model_detail(name: str, request: Request) -> dict:
+    registry = _registry(request)
+    model = registry.load(name)
+    detail = model_summary(registry.entry(name), model)
+    detail["layers"] = [_layer_info(i, layer) for i, layer in enumerate(model.layers)]
+    return detail
+
+
+def _layer_outputs(model, pixels: np.ndarray) -> list[dict]:
+    """Every layer's output for one image: blocks (H, W, C) as maps, flat outputs as vectors."""
+    with _inference_lock:
+        outputs = model.feature_maps(pixels[None])
+    layers = []
+    for index, (layer, output) in enumerate(zip(model.layers, outputs, strict=True)):
+        entry = {
+            "index": index,
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "shape": list(output.shape[1:]),
+        }
+        if output.ndim == 4:
+            entry["block"] = encode_block(output[0])
+        else:
+            entry["vector"] = encode_vector(output[0])
+        layers.append(entry)
+    return layers
+
+
+@router.post("/{name}/predict", summary="Send one image through the model: every layer's output")
+async def predict(
+    name: str,
+    request: Request,
+    image: Annotated[UploadFile, File(description="an image file (PNG, JPEG, ...) or the canvas as PNG")],
+    invert: Annotated[bool, Form(description="invert gray levels (dark ink on light paper)")] = False,
+    drawing: Annotated[bool, Form(description="frame a light-on-dark drawing around its ink first")] = False,
+) -> dict:
+    """The input as the model sees it, every layer's output and the class probabilities.
+
+    Limits: 8 MB per upload, 16 megapixels per image; errors are JSON sentences (413, 415, 422).
+    """
+    data = await read_upload(image)
+    return await run_in_threadpool(_predict, _registry(request), name, data, invert, drawing)
+
+
+def _predict(registry, name: str, data: bytes, invert: bool, drawing: bool) -> dict:
+    """The work of /predict, off the event loop: decode, convert, forward, encode."""
+    started = time.perf_counter()
+    model = registry.load(name)
+    image = decode_image(data)
+    pixels, notes = to_model_input(data, image, model.input_shape, invert=invert, drawing=drawing)
+    layers = _layer_outputs(model, pixels)
+    with _inference_lock:
+        probabilities = model.predict_proba(pixels[None])[0]
+    names = _class_names(model)
+    best = int(probabilities.argmax())
+    return {
+        "model": name,
+        "input": {"image": encode_image(pixels), "notes": notes, "standardization": model.standardization},
+        "layers": layers,
+        "probabilities": rounded(probabilities),
+        "class_names": names,
+        "prediction": {"index": best, "name": names[best], "probability": float(probabilities[best])},
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _keeps_channels(layer) -> bool:
+    """True for a layer that maps channel c to channel c (ReLU, pooling, batch norm, dropout)."""
+    shapes = (layer.input_shape, layer.output_shape)
+    return (
+        type(layer).__name__ != "Conv2D" and all(len(s) == 3 for s in shapes) and shapes[0][2] == shapes[1][2]
+    )
+
+
+def _source_conv(model, index: int) -> tuple[int, list[str]]:
+    """The conv layer whose kernels made channel c of layer `index` (through ReLU, pooling and the other
+    layers that keep the channels), and the names of the layers in between; a WebError if there is none."""
+    layer = model.layers[index]
+    through = []
+    position = index
+    while position >= 0 and _keeps_channels(model.layers[position]):
+        through.insert(0, model.layers[position].name)
+        position -= 1
+    if position < 0 or type(model.layers[position]).__name__ != "Conv2D":
+        raise WebError(
+            422,
+            f"layer {index} ({layer.name}) was not made by kernels: only conv layers (and the ReLU, "
+            "pooling and other channel-keeping layers after them) have a kernel per feature map",
+        )
+    return position, through
+
+
+@router.get("/{name}/layers/{index}/kernel", summary="The kernel that made one feature map")
+def feature_map_kernel(name: str, index: int, channel: int, request: Request) -> dict:
+    """Kernel `channel` of the conv layer behind layer `index`: weights (kh, kw, C_in) and its bias,
+    listed C_in-major (one kh x kw slice per input channel), on the layer's symmetric scale."""
+    model = _registry(request).load(name)
+    if not 0 <= index < len(model.layers):
+        raise WebError(404, f"model {name!r} has layers 0 to {len(model.layers) - 1}, not {index}")
+    conv_index, through = _source_conv(model, index)
+    conv = model.layers[conv_index]
+    weights = conv.params["weight"]
+    if not 0 <= channel < weights.shape[3]:
+        raise WebError(
+            422,
+            f"layer {index} ({model.layers[index].name}) has channels 0 to {weights.shape[3] - 1}, "
+            f"not {channel}",
+        )
+    kernel = weights[:, :, :, channel]
+    bias = conv.params.get("bias")
+    bound = float(np.abs(weights).max()) or 1.0
+    return {
+        "layer": index,
+        "channel": channel,
+        "conv_layer": conv_index,
+        "conv_name": conv.name,
+        "through": through,
+        "shape": list(kernel.shape),
+        "values": rounded(kernel.transpose(2, 0, 1)),
+        "bias": None if bias is None else float(bias[channel]),
+        "bound": bound,
+        "stride": conv.stride,
+        "padding": conv.padding_arg,
+    }
