@@ -349,7 +349,7 @@ def load_checkpoint(path, model, settings: dict) -> TrainingState:
         raise FileNotFoundError(f"{path}: no such checkpoint")
     loaded = _read(path, model, settings)
     try:  # load_state_dict checks everything before it changes anything
-        loaded.optimizer.load_state_dict(loaded.optimizer_state, model.state_dict())
+        loaded.optimizer.load_state_dict(loaded.optimizer_state, model.parameters())
     except ValueError as error:
         raise CheckpointError(f"{path}: the optimizer state does not fit: {short(error)}") from None
     model.optimizer = loaded.optimizer

@@ -106,12 +106,22 @@ def load_data(args, input_shape):
     return dataset, held_out
 
 
+def train_mode(net):
+    """net.train(), except a leading input standardisation (a non-affine BatchNorm2d that
+    convscope's export puts first), which must keep its stored mean and std."""
+    net.train()
+    first = net[0] if isinstance(net, nn.Sequential) and len(net) else None
+    if isinstance(first, nn.BatchNorm2d) and not first.affine:
+        first.eval()
+    return net
+
+
 def evaluate(body, held_out, device) -> float:
     body.eval()
     with torch.no_grad():
         images, labels = (t.to(device) for t in held_out)
         loss = nn.functional.cross_entropy(body(images), labels).item()
-    body.train()
+    train_mode(body)
     return loss
 
 
@@ -154,7 +164,7 @@ def main(argv=None):
     rank, world, device = setup(args.backend)
     torch.manual_seed(args.seed)
     net, input_shape, class_names = load_network(args.model)
-    net.to(device).train()
+    train_mode(net.to(device))
     # training uses the logits: a final Softmax is left out of the trained body (it has no weights)
     body = net[:-1] if isinstance(net[-1], nn.Softmax) else net
     ddp = DistributedDataParallel(body, device_ids=[device.index] if device.type == "cuda" else None)
