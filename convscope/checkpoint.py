@@ -38,7 +38,8 @@ from convscope.optim import OPTIMIZERS
 
 CHECKPOINT_FORMAT = "convscope-checkpoint"
 CHECKPOINT_VERSION = 1
-RESUME_SETTINGS = ("batch_size", "shuffle", "num_train", "train_checksum", "keep_best")
+RESUME_SETTINGS = ("batch_size", "shuffle", "num_train", "train_checksum", "keep_best", "label_smoothing")
+SETTING_DEFAULTS = {"label_smoothing": 0.0}  # for checkpoints written before the setting existed
 KIND = "convscope checkpoint"
 
 
@@ -198,7 +199,7 @@ def _compare_settings(saved, settings: dict, path: str) -> None:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: {TRAINING_NAME} has no settings")
     for key in RESUME_SETTINGS:
-        if saved.get(key) != settings[key]:
+        if saved.get(key, SETTING_DEFAULTS.get(key)) != settings[key]:
             what = "training data" if key in ("num_train", "train_checksum") else key
             raise CheckpointError(
                 f"{path}: was written by a fit with different {what} "

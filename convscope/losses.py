@@ -9,11 +9,15 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def softmax_cross_entropy_forward(logits, labels):
+def softmax_cross_entropy_forward(logits, labels, label_smoothing: float = 0.0):
     """Mean cross-entropy of softmax(logits) against integer class labels.
 
-    logits: (N, K) float, labels: (N,) ints in [0, K). Returns (loss as a Python float, cache).
+    logits: (N, K) float, labels: (N,) ints in [0, K). label_smoothing e in [0, 1): the target of each
+    image is (1 - e) * onehot + e / K, as in torch.nn.functional.cross_entropy. Returns (loss as a
+    Python float, cache).
     """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (N, K), got {logits.shape}")
     labels = np.asarray(labels)
@@ -22,14 +26,18 @@ def softmax_cross_entropy_forward(logits, labels):
     log_p = log_softmax(logits)
     rows = np.arange(logits.shape[0])
     loss = -log_p[rows, labels].mean()
-    return float(loss), (log_p, labels)
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * log_p.mean()
+    return float(loss), (log_p, labels, label_smoothing)
 
 
 def softmax_cross_entropy_backward(cache, dloss: float = 1.0):
-    """Gradient of the mean loss with respect to the logits: (softmax - onehot) / N, (N, K)."""
-    log_p, labels = cache
-    n = log_p.shape[0]
+    """Gradient of the mean loss with respect to the logits: (softmax - target) / N, (N, K)."""
+    log_p, labels, label_smoothing = cache
+    n, k = log_p.shape
     dlogits = np.exp(log_p)
-    dlogits[np.arange(n), labels] -= 1.0
+    dlogits[np.arange(n), labels] -= 1.0 - label_smoothing
+    if label_smoothing:
+        dlogits -= label_smoothing / k
     dlogits *= dloss / n
     return dlogits

@@ -70,6 +70,19 @@ def checked_standardization(value, input_shape):
     return value
 
 
+def checked_augmentation(value):
+    """A saved {"flip": bool, "crop_padding": int >= 0} (the training augmentation) or None; else a
+    ValueError."""
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and set(value) == {"flip", "crop_padding"}
+    ok = ok and isinstance(value["flip"], bool)
+    ok = ok and type(value["crop_padding"]) is int and value["crop_padding"] >= 0
+    if not ok:
+        raise ValueError(f"augmentation must be {{'flip': bool, 'crop_padding': int >= 0}}, got {value!r}")
+    return value
+
+
 class Sequential:
     """A stack of layers. Images in are (N, H, W, C) float32; the output is (N, num_classes).
 
@@ -99,6 +112,8 @@ class Sequential:
         self.class_names = list(class_names) if class_names is not None else None
         self.input_shape = None
         self.optimizer = None
+        self.label_smoothing = 0.0
+        self.augmentation = None  # how fit last augmented the training images, e.g. {"flip": True, ...}
         for layer in layers or []:
             self.add(layer)
         if input_shape is not None:
@@ -235,13 +250,14 @@ class Sequential:
             "seed": self.seed,
             "class_names": self.class_names,
             "standardization": self.standardization,
+            "augmentation": self.augmentation,
             "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
         layers = [layers_module.layer_from_config(entry) for entry in config["layers"]]
-        return cls(
+        model = cls(
             layers,
             input_shape=config["input_shape"],
             seed=config.get("seed", 0),
@@ -249,6 +265,8 @@ class Sequential:
             name=config.get("name", "sequential"),
             standardization=checked_standardization(config.get("standardization"), config["input_shape"]),
         )
+        model.augmentation = checked_augmentation(config.get("augmentation"))
+        return model
 
     # forward and backward
 
@@ -289,7 +307,7 @@ class Sequential:
         statistics of layers with buffers without moving the buffers (train_step does that).
         """
         logits = self.forward_logits(x, training=True, rng=rng)
-        loss, cache = softmax_cross_entropy_forward(logits, y)
+        loss, cache = softmax_cross_entropy_forward(logits, y, self.label_smoothing)
         self.backward_logits(softmax_cross_entropy_backward(cache, loss_weight))
         return loss, logits
 
@@ -363,9 +381,15 @@ class Sequential:
         std = np.asarray(self.standardization["std"], dtype=np.float32)
         return (x - mean) / std
 
-    def compile(self, optimizer="adam"):
-        """Choose the optimiser used by `fit` (an Optimizer, or 'adam' / 'sgd' with defaults)."""
+    def compile(self, optimizer="adam", label_smoothing=0.0):
+        """Choose the optimiser used by `fit` (an Optimizer, or 'adam' / 'sgd' with defaults) and the
+        training loss's label smoothing (0: plain cross-entropy; `evaluate` always reports plain)."""
         self.optimizer = get_optimizer(optimizer)
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
         return self
 
     def fit(
@@ -402,22 +426,40 @@ class Sequential:
             ]
         )
 
-    def predict_proba(self, x, batch_size=256) -> np.ndarray:
-        """(N, H, W, C) -> class probabilities (N, num_classes)."""
-        return softmax(self._batched_logits(x, batch_size))
+    def predict_proba(self, x, batch_size=256, tta=False) -> np.ndarray:
+        """(N, H, W, C) -> class probabilities (N, num_classes).
 
-    def predict(self, x, batch_size=256) -> np.ndarray:
-        """(N, H, W, C) -> predicted class ids (N,)."""
+        tta=True (test-time augmentation) averages them with the probabilities of each image mirrored
+        left-right; it suits models trained with horizontal flips (see `augmentation`), not digits."""
+        probabilities = softmax(self._batched_logits(x, batch_size))
+        if tta:
+            mirrored = self._prepare(x)[:, :, ::-1]
+            probabilities = (probabilities + softmax(self._batched_logits(mirrored, batch_size))) / 2
+        return probabilities
+
+    def predict(self, x, batch_size=256, tta=False) -> np.ndarray:
+        """(N, H, W, C) -> predicted class ids (N,); tta as in predict_proba."""
+        if tta:
+            return self.predict_proba(x, batch_size, tta=True).argmax(axis=1)
         return self._batched_logits(x, batch_size).argmax(axis=1)
 
-    def evaluate(self, x, y, batch_size=256):
-        """Mean cross-entropy loss and accuracy on (x, y): a (loss, accuracy) tuple of floats."""
-        logits = self._batched_logits(x, batch_size)
-        y = check_labels(y, logits.shape[0], self.num_classes)
-        if logits.shape[0] == 0:
+    def evaluate(self, x, y, batch_size=256, tta=False):
+        """Mean cross-entropy loss and accuracy on (x, y): a (loss, accuracy) tuple of floats.
+        With tta (see predict_proba) both come from the averaged probabilities."""
+        if not tta:
+            logits = self._batched_logits(x, batch_size)
+            y = check_labels(y, logits.shape[0], self.num_classes)
+            if logits.shape[0] == 0:
+                raise ValueError("evaluate needs at least one image")
+            loss, _ = softmax_cross_entropy_forward(logits, y)
+            return loss, float((logits.argmax(axis=1) == y).mean())
+        probabilities = self.predict_proba(x, batch_size, tta=True)
+        y = check_labels(y, probabilities.shape[0], self.num_classes)
+        if probabilities.shape[0] == 0:
             raise ValueError("evaluate needs at least one image")
-        loss, _ = softmax_cross_entropy_forward(logits, y)
-        return loss, float((logits.argmax(axis=1) == y).mean())
+        chosen = probabilities[np.arange(len(y)), y].astype(np.float64)
+        loss = -np.log(np.maximum(chosen, np.finfo(np.float64).tiny)).mean()
+        return float(loss), float((probabilities.argmax(axis=1) == y).mean())
 
     def save(self, path):
         """Write the model (config + weights) to one file; see convscope.model_file."""

@@ -232,6 +232,7 @@ def fit(
         "num_train": int(x.shape[0]),
         "train_checksum": data_checksum(x, y) if checkpoint else None,
         "keep_best": keep_best,
+        "label_smoothing": model.label_smoothing,
         "seed": int(seed),
     }
     run = _Run(
@@ -259,6 +260,7 @@ def fit(
         state = TrainingState(settings, np.random.default_rng(seed), History().history)
     if model.optimizer is None:
         model.compile(Adam(1e-3))
+    model.augmentation = augment.get_config() if hasattr(augment, "get_config") else None
     history = History(state.history)
     with _deferred_interrupts(checkpoint is not None) as interrupted:
         run.interrupted = interrupted

@@ -95,7 +95,43 @@ def test_train_standardises_and_takes_recipe_options(tmp_path, capsys):
     args = ["train", "--epochs", "1", "--augment", "--schedule", "cosine", "--lr", "0.002", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "cosine schedule" in printed and "flip + 4-pixel crop" in printed
+    assert "cosine schedule" in printed and "crop shifting up to 2 pixels" in printed  # the seed recipe
     assert convscope.load(out).standardization is not None
+    assert convscope.load(out).augmentation == {"flip": True, "crop_padding": 2}
     assert main(["train", "--epochs", "1", "--no-standardize", "--out", str(out)]) == 0
     assert convscope.load(out).standardization is None
+
+
+def test_train_takes_crop_padding_label_smoothing_and_weight_decay(tmp_path, capsys):
+    import convscope
+
+    out = tmp_path / "b.convscope"
+    args = ["train", "--epochs", "1", "--augment", "--crop-padding", "3", "--label-smoothing", "0.2"]
+    assert main([*args, "--weight-decay", "5e-4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "weight decay 0.0005, label smoothing 0.2" in printed and "up to 3 pixels" in printed
+    assert convscope.load(out).augmentation == {"flip": True, "crop_padding": 3}
+    for flag, value, complaint in [
+        ("--label-smoothing", "1", "up to (not including) 1"),
+        ("--weight-decay", "-0.1", "a number >= 0"),
+        ("--crop-padding", "two", "a whole number >= 0"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main(["train", flag, value, "--out", str(out)])
+        assert stopped.value.code == 2
+        assert complaint in capsys.readouterr().err
+
+
+def test_tta_averages_mirror_images_only_for_models_trained_with_flips(tmp_path, capsys):
+    flipped, plain = tmp_path / "flipped.convscope", tmp_path / "plain.convscope"
+    assert main(["train", "--epochs", "1", "--augment", "--out", str(flipped)]) == 0
+    assert main(["train", "--epochs", "1", "--out", str(plain)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(flipped), "--tta"]) == 0
+    assert "(averaged with mirror images, --tta)" in capsys.readouterr().out
+    assert main(["evaluate", str(plain), "--tta"]) == 2
+    assert "plain.convscope was not" in capsys.readouterr().err
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    assert main(["predict", str(flipped), str(image), "--tta"]) == 0
+    assert str(image) in capsys.readouterr().out

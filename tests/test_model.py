@@ -134,3 +134,28 @@ def test_inference_path_gives_the_training_path_numbers():
     for layer in model.layers:
         h_train, h_infer = layer.forward(h_train, training=True), layer.infer(h_infer)
         np.testing.assert_array_equal(h_infer, h_train)
+
+
+def test_tta_averages_each_image_with_its_mirror():
+    model = seed_cnn((8, 8, 1), num_classes=3, seed=1)
+    x = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
+    y = np.array([0, 1, 2, 0, 1])
+    expected = (model.predict_proba(x) + model.predict_proba(x[:, :, ::-1])) / 2
+    np.testing.assert_allclose(model.predict_proba(x, tta=True), expected, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(x, tta=True), expected.argmax(axis=1))
+    loss, accuracy = model.evaluate(x, y, tta=True)
+    np.testing.assert_allclose(loss, -np.log(expected[np.arange(5), y]).mean(), rtol=1e-5)
+    assert accuracy == (expected.argmax(axis=1) == y).mean()
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    model = seed_cnn((8, 8, 1), num_classes=3, seed=1)
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    y = np.array([0, 1, 2, 0])
+    plain = model.loss_and_gradients(x, y)[0]
+    model.compile("adam", label_smoothing=0.3)
+    assert model.loss_and_gradients(x, y)[0] != pytest.approx(plain)
+    assert model.evaluate(x, y)[0] == pytest.approx(plain)
+    for bad in (1.0, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            model.compile("adam", label_smoothing=bad)

@@ -42,6 +42,9 @@ class Augmentation:
         if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
             raise ValueError(f"Augmentation: crop_padding must be an int >= 0, got {self.crop_padding!r}")
 
+    def get_config(self) -> dict:
+        return {"flip": bool(self.flip), "crop_padding": self.crop_padding}
+
     def __call__(self, x, rng: np.random.Generator):
         if self.flip:
             x = random_horizontal_flip(x, rng)

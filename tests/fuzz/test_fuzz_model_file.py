@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from convscope import Adam, Conv2D, Dense, Flatten, MaxPool2D, ModelFileError, ReLU, Sequential, load_model
 from convscope.checkpoint import CheckpointError, data_checksum
 
-SETTINGS = {"epochs": 1, "batch_size": 4, "shuffle": True, "num_train": 8, "keep_best": None, "seed": 0}
+SETTINGS = {
+    "epochs": 1,
+    "batch_size": 4,
+    "shuffle": True,
+    "num_train": 8,
+    "keep_best": None,
+    "label_smoothing": 0.0,
+    "seed": 0,
+}
 X = np.random.default_rng(0).random((8, 4, 4, 1), dtype=np.float32)
 Y = np.arange(8) % 3
 

@@ -307,6 +307,26 @@ def test_softmax_cross_entropy_gradient():
     np.testing.assert_allclose(softmax_cross_entropy_backward(cache, dloss=2.5), 2.5 * dlogits, rtol=1e-12)
 
 
+def test_label_smoothed_cross_entropy_gradient():
+    rng = np.random.default_rng(11)
+    logits = rng.standard_normal((5, 4)) * 3
+    labels = np.array([0, 3, 1, 1, 2])
+    loss, cache = softmax_cross_entropy_forward(logits, labels, label_smoothing=0.2)
+    target = np.full((5, 4), 0.2 / 4)
+    target[np.arange(5), labels] += 0.8
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(loss, -(target * log_p).sum(axis=1).mean(), rtol=1e-12)
+    dlogits = softmax_cross_entropy_backward(cache)
+    assert_grad(
+        dlogits,
+        lambda: softmax_cross_entropy_forward(logits, labels, label_smoothing=0.2)[0],
+        logits,
+        "dlogits",
+    )
+    with pytest.raises(ValueError, match="label_smoothing"):
+        softmax_cross_entropy_forward(logits, labels, label_smoothing=1.0)
+
+
 def test_dropout_gradient_with_a_fixed_mask():
     rng = np.random.default_rng(11)
     x = rng.standard_normal((4, 3, 3, 2))

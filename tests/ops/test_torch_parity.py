@@ -144,17 +144,18 @@ def test_dense_matches_torch():
     assert_close(db, bt.grad, "db")
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 @pytest.mark.parametrize("scale", [1.0, 30.0], ids=["moderate", "large-logits"])
-def test_softmax_cross_entropy_matches_torch(scale):
+def test_softmax_cross_entropy_matches_torch(scale, smoothing):
     rng = np.random.default_rng(3)
     logits = (rng.standard_normal((8, 10)) * scale).astype(np.float32)
     labels = rng.integers(0, 10, 8)
-    loss, cache = softmax_cross_entropy_forward(logits, labels)
+    loss, cache = softmax_cross_entropy_forward(logits, labels, label_smoothing=smoothing)
     dlogits = softmax_cross_entropy_backward(cache)
     assert dlogits.dtype == np.float32
 
     lt = torch.from_numpy(logits).requires_grad_()
-    loss_t = F.cross_entropy(lt, torch.from_numpy(labels))
+    loss_t = F.cross_entropy(lt, torch.from_numpy(labels), label_smoothing=smoothing)
     loss_t.backward()
 
     assert_close(loss, loss_t, "loss")
