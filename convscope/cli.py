@@ -46,6 +46,10 @@ def _folder_options(args, input_shape):
 
 
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
+TTA_HELP = (
+    "test-time augmentation: average the class probabilities of each image and its mirror image "
+    "(for models trained with --augment)"
+)
 
 
 def _make_optimizer(name, lr, weight_decay=0.0):
@@ -139,11 +143,10 @@ def _write_demo_report(model, history, train, test, out_dir):
 
 def cmd_train(args):
     """Train a CNN (--model: the seed CNN or small_vgg) on a data set and save it."""
-    from convscope.models import MODELS, RECIPES
+    from convscope.models import MODELS, recipe_settings
 
-    recipe = RECIPES[args.model]
-    crop_padding = recipe["crop_padding"] if args.crop_padding is None else args.crop_padding
-    smoothing = recipe["label_smoothing"] if args.label_smoothing is None else args.label_smoothing
+    recipe = recipe_settings(args.model, crop_padding=args.crop_padding, label_smoothing=args.label_smoothing)
+    crop_padding, smoothing = recipe["crop_padding"], recipe["label_smoothing"]
     train = _load_split(args.dataset, args.data_dir, "train", args)
     print(
         f"data: {args.dataset}, {len(train.labels)} training images of "
@@ -539,8 +542,7 @@ def build_parser():
     evaluate.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: average the class probabilities of each image and its mirror image "
-        "(for models trained with --augment)",
+        help=TTA_HELP,
     )
     evaluate.set_defaults(run=cmd_evaluate)
 
@@ -552,8 +554,7 @@ def build_parser():
     predict.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: average the class probabilities of each image and its mirror image "
-        "(for models trained with --augment)",
+        help=TTA_HELP,
     )
     predict.set_defaults(run=cmd_predict)
 

@@ -9,6 +9,13 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def checked_label_smoothing(value) -> float:
+    """value as a float if it is a number in [0, 1) (a label smoothing), else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def softmax_cross_entropy_forward(logits, labels, label_smoothing: float = 0.0):
     """Mean cross-entropy of softmax(logits) against integer class labels.
 
@@ -16,8 +23,7 @@ def softmax_cross_entropy_forward(logits, labels, label_smoothing: float = 0.0):
     image is (1 - e) * onehot + e / K, as in torch.nn.functional.cross_entropy. Returns (loss as a
     Python float, cache).
     """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    label_smoothing = checked_label_smoothing(label_smoothing)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (N, K), got {logits.shape}")
     labels = np.asarray(labels)

@@ -5,7 +5,11 @@ import copy
 import numpy as np
 
 from convscope import layers as layers_module
-from convscope.losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from convscope.losses import (
+    checked_label_smoothing,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
 from convscope.ops import softmax
 from convscope.optim import get_optimizer
 from convscope.parallel import ShardedRunner, default_workers, replicate_layer
@@ -385,11 +389,7 @@ class Sequential:
         """Choose the optimiser used by `fit` (an Optimizer, or 'adam' / 'sgd' with defaults) and the
         training loss's label smoothing (0: plain cross-entropy; `evaluate` always reports plain)."""
         self.optimizer = get_optimizer(optimizer)
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = checked_label_smoothing(label_smoothing)
         return self
 
     def fit(
@@ -446,20 +446,16 @@ class Sequential:
     def evaluate(self, x, y, batch_size=256, tta=False):
         """Mean cross-entropy loss and accuracy on (x, y): a (loss, accuracy) tuple of floats.
         With tta (see predict_proba) both come from the averaged probabilities."""
-        if not tta:
-            logits = self._batched_logits(x, batch_size)
-            y = check_labels(y, logits.shape[0], self.num_classes)
-            if logits.shape[0] == 0:
-                raise ValueError("evaluate needs at least one image")
-            loss, _ = softmax_cross_entropy_forward(logits, y)
-            return loss, float((logits.argmax(axis=1) == y).mean())
-        probabilities = self.predict_proba(x, batch_size, tta=True)
-        y = check_labels(y, probabilities.shape[0], self.num_classes)
-        if probabilities.shape[0] == 0:
+        scores = self.predict_proba(x, batch_size, tta=True) if tta else self._batched_logits(x, batch_size)
+        y = check_labels(y, scores.shape[0], self.num_classes)
+        if scores.shape[0] == 0:
             raise ValueError("evaluate needs at least one image")
-        chosen = probabilities[np.arange(len(y)), y].astype(np.float64)
-        loss = -np.log(np.maximum(chosen, np.finfo(np.float64).tiny)).mean()
-        return float(loss), float((probabilities.argmax(axis=1) == y).mean())
+        if tta:
+            chosen = scores[np.arange(len(y)), y].astype(np.float64)
+            loss = -np.log(np.maximum(chosen, np.finfo(np.float64).tiny)).mean()
+        else:
+            loss, _ = softmax_cross_entropy_forward(scores, y)
+        return float(loss), float((scores.argmax(axis=1) == y).mean())
 
     def save(self, path):
         """Write the model (config + weights) to one file; see convscope.model_file."""

@@ -79,3 +79,8 @@ RECIPES = {
     "seed": {"crop_padding": 2, "label_smoothing": 0.0},
     "small-vgg": {"crop_padding": 4, "label_smoothing": 0.1},
 }
+
+
+def recipe_settings(model: str, **given) -> dict:
+    """The training settings of RECIPES[model], with every setting given (not None) taking precedence."""
+    return {key: default if given.get(key) is None else given[key] for key, default in RECIPES[model].items()}

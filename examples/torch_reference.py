@@ -19,7 +19,7 @@ import torch
 from convscope import data
 from convscope.data.augment import Augmentation
 from convscope.interop.pytorch import images_to_torch, to_torch
-from convscope.models import MODELS, RECIPES
+from convscope.models import MODELS, recipe_settings
 from convscope.train import batch_indices
 
 
@@ -36,9 +36,8 @@ def main():
     parser.add_argument("--label-smoothing", type=float, help="default: the model's recipe")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    recipe = RECIPES[args.model]
-    crop_padding = recipe["crop_padding"] if args.crop_padding is None else args.crop_padding
-    smoothing = recipe["label_smoothing"] if args.label_smoothing is None else args.label_smoothing
+    recipe = recipe_settings(args.model, crop_padding=args.crop_padding, label_smoothing=args.label_smoothing)
+    crop_padding, smoothing = recipe["crop_padding"], recipe["label_smoothing"]
 
     train = data.load(args.dataset, args.data_dir, "train")
     test = data.load(args.dataset, args.data_dir, "test")
