@@ -5,6 +5,8 @@ import copy
 import numpy as np
 
 from convscope import layers as layers_module
+from convscope.kernels import backend as kernels_backend
+from convscope.kernels.plan import describe
 from convscope.losses import (
     checked_label_smoothing,
     softmax_cross_entropy_backward,
@@ -111,6 +113,7 @@ class Sequential:
         self.standardization = standardization
         self.workers = default_workers() if workers is None else int(workers)
         self._runner = None
+        self._plan = None  # (kernel backend, stages), built by plan()
         self.seed = int(seed)
         self.name = name
         self.class_names = list(class_names) if class_names is not None else None
@@ -198,7 +201,10 @@ class Sequential:
                 f"Total params: {trainable + fixed:,}",
                 f"Trainable params: {trainable:,}",
                 f"Non-trainable params: {fixed:,}",
+                line,
+                f"Kernels ({kernels_backend()}):",
             ]
+            + [f"  {text}" for text in describe(self.plan())]
         )
         if print_fn is not None:
             print_fn(text)
@@ -283,26 +289,31 @@ class Sequential:
             return "activation"
         return None
 
+    def plan(self) -> list:
+        """The stages that run the model's layers (all but a final softmax) on the current kernel
+        backend (convscope.kernels): built once per model and backend, printed by summary()."""
+        from convscope.kernels.plan import build_plan
+
+        self._require_built()
+        backend = kernels_backend()
+        if self._plan is None or self._plan[0] != backend:
+            head = self._softmax_head()
+            body = self.layers[:-1] if head == "layer" else self.layers
+            self._plan = (backend, build_plan(body, backend, logits_only=head == "activation"))
+        return self._plan[1]
+
     def forward_logits(self, x, training=False, rng=None):
         """(N, H, W, C) -> logits (N, num_classes): every layer but a final softmax."""
-        head = self._softmax_head()
-        body = self.layers[:-1] if head == "layer" else self.layers
-        for layer in body:
-            if head == "activation" and layer is self.layers[-1]:
-                x = layer.forward(x, training=training, rng=rng, activate=False)
-            elif training:
-                x = layer.forward(x, training=True, rng=rng)
-            else:
-                x = layer.infer(x)
+        for stage in self.plan():
+            x = stage.forward(x, training=training, rng=rng)
         return x
 
     def backward_logits(self, dlogits):
         """Backpropagate d(loss)/d(logits) through every layer, filling each layer's grads."""
-        head = self._softmax_head()
-        body = self.layers[:-1] if head == "layer" else self.layers
+        stages = self.plan()
         dy = dlogits
-        for index in range(len(body) - 1, -1, -1):
-            dy = body[index].backward(dy, need_dx=index > 0)
+        for index in range(len(stages) - 1, -1, -1):
+            dy = stages[index].backward(dy, need_dx=index > 0)
 
     def loss_and_gradients(self, x, y, rng=None, loss_weight=1.0):
         """One forward and backward pass in training mode, in this thread: (loss, logits).
@@ -320,6 +331,7 @@ class Sequential:
         twin = copy.copy(self)
         twin.layers = [replicate_layer(layer) for layer in self.layers]
         twin._runner = None
+        twin._plan = None
         return twin
 
     def _parallel(self) -> ShardedRunner:

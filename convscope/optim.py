@@ -22,6 +22,24 @@ def _check_hyper(name: str, value, low: float, high: float | None = None, includ
     return float(value)
 
 
+def _fusable(p: np.ndarray, g: np.ndarray) -> bool:
+    """Whether the compiled update applies: the numba backend, float32, contiguous arrays."""
+    from convscope.kernels import backend
+
+    return (
+        backend() == "numba"
+        and p.dtype == g.dtype == np.float32
+        and p.flags.c_contiguous
+        and g.flags.c_contiguous
+    )
+
+
+def _fused_kernels():
+    from convscope.kernels import optim
+
+    return optim
+
+
 class NonFiniteGradient(ArithmeticError):
     """Optimizer.step was given a NaN or infinite gradient and updated nothing; `name` is the first such
     parameter's (in the order of `params`, the order of the layers)."""
@@ -60,9 +78,10 @@ class Optimizer:
         self.steps += 1
         for name, p in params.items():
             g = grads[name]
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            self._update(name, p, g)
+            if _fusable(p, g):
+                self._fused_update(name, p, g)
+            else:
+                self._update(name, p, g + self.weight_decay * p if self.weight_decay else g)
 
     def get_config(self) -> dict:
         raise NotImplementedError
@@ -128,6 +147,11 @@ class Optimizer:
         return checked
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray):
+        """The reference update of p in place, g including the weight decay."""
+        raise NotImplementedError
+
+    def _fused_update(self, name: str, p: np.ndarray, g: np.ndarray):
+        """The same update in one compiled pass (convscope.kernels.optim), weight decay included."""
         raise NotImplementedError
 
 
@@ -155,6 +179,25 @@ class SGD(Optimizer):
                 buf += g
             g = g + self.momentum * buf if self.nesterov else buf
         p -= self.lr * g
+
+    def _fused_update(self, name, p, g):
+        buf, first = np.zeros(1, dtype=np.float32), False
+        if self.momentum:
+            state = self.state.setdefault(name, {})
+            first = state.get("momentum_buffer") is None
+            if first:
+                state["momentum_buffer"] = np.empty_like(p)
+            buf = state["momentum_buffer"]
+        _fused_kernels().sgd_update(
+            p.reshape(-1),
+            g.reshape(-1),
+            buf.reshape(-1),
+            self.lr,
+            self.momentum,
+            self.nesterov,
+            self.weight_decay,
+            first,
+        )
 
     def get_config(self):
         return {
@@ -195,6 +238,27 @@ class Adam(Optimizer):
         correction2 = 1 - beta2**self.steps
         denom = np.sqrt(v) / np.sqrt(correction2) + self.eps
         p -= (self.lr / correction1) * (m / denom)
+
+    def _fused_update(self, name, p, g):
+        beta1, beta2 = self.betas
+        state = self.state.setdefault(name, {})
+        if "exp_avg" not in state or "exp_avg_sq" not in state:
+            state["exp_avg"] = np.zeros_like(p)
+            state["exp_avg_sq"] = np.zeros_like(p)
+        step_size = self.lr / (1 - beta1**self.steps)
+        root_correction2 = math.sqrt(1 - beta2**self.steps)
+        _fused_kernels().adam_update(
+            p.reshape(-1),
+            g.reshape(-1),
+            state["exp_avg"].reshape(-1),
+            state["exp_avg_sq"].reshape(-1),
+            step_size,
+            beta1,
+            beta2,
+            root_correction2,
+            self.eps,
+            self.weight_decay,
+        )
 
     def get_config(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}

@@ -1,0 +1,360 @@
+"""The plan: which kernel runs each layer of a model, decided once per model and backend.
+
+`build_plan(layers, backend, logits_only)` walks the layers in order and groups neighbours that one
+fused kernel can run:
+
+    Conv2D [+ ReLU] [+ MaxPool2D 2x2/2]       -> ConvStage    (direct loops for C_in <= 4,
+                                                              else im2col + BLAS matmul)
+    BatchNorm2D [+ ReLU] [+ MaxPool2D 2x2/2]  -> BatchNormStage
+    Dense [+ ReLU]                            -> DenseStage   (BLAS matmul + fused bias/ReLU)
+    anything else                             -> ReferenceStage (the layer's own reference op)
+
+With the 'numpy' backend every layer is a ReferenceStage. A stage has the layers' protocol:
+`forward(x, training, rng)`, `backward(dy, need_dx)` (filling its layers' `grads`) and `describe()`;
+Sequential runs its plan's stages instead of its layers. The fused stages compute what their
+layers' reference ops compute (tests/kernels compares them layer by layer).
+"""
+
+import numpy as np
+
+DIRECT_MAX_CHANNELS = 4  # up to this many input channels, direct loops beat im2col + matmul (K = 9 C_in)
+
+
+class ReferenceStage:
+    """One layer on its reference op (convscope.ops)."""
+
+    kernel = "reference"
+
+    def __init__(self, layer, activate=True):
+        self.layers = (layer,)
+        self.activate = activate
+
+    def forward(self, x, training=False, rng=None):
+        layer = self.layers[0]
+        if not self.activate:
+            return layer.forward(x, training=training, rng=rng, activate=False)
+        return layer.forward(x, training=True, rng=rng) if training else layer.infer(x)
+
+    def backward(self, dy, need_dx=True):
+        return self.layers[0].backward(dy, need_dx=need_dx)
+
+
+def _stride_pair(stride) -> tuple[int, int]:
+    return (stride, stride) if isinstance(stride, int) else tuple(stride)
+
+
+def _bias(layer, channels, dtype):
+    """The layer's bias (channels,), or zeros when it has none (the kernels always add one)."""
+    bias = layer.params.get("bias")
+    return bias if bias is not None else np.zeros(channels, dtype=dtype)
+
+
+class Scratch:
+    """A training stage's reusable arrays, by name: each is allocated again only when its shape
+    changes. Reusing them saves the page faults of fresh multi-megabyte arrays at every step (a third
+    of the time of a matmul-sized pass). Inference never uses them (`fresh`), so concurrent
+    predictions on one model share nothing."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def array(self, name, shape, training: bool, dtype=np.float32, zeros=False):
+        """An array of `shape` (uninitialised unless `zeros`; a reused one keeps what the last use
+        wrote, so `zeros` only promises zeros where no one writes)."""
+        if not training:
+            return np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
+        array = self._arrays.get(name)
+        if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+            array = self._arrays[name] = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
+        return array
+
+    def padded(self, x, padding, training: bool):
+        """x (N, H, W, C) with zero rows and columns around it ((top, bottom), (left, right))."""
+        (top, bottom), (left, right) = padding
+        if top == bottom == left == right == 0:
+            return x
+        n, h, w, c = x.shape
+        shape = (n, h + top + bottom, w + left + right, c)
+        xp = self.array("padded", shape, training, x.dtype.type, zeros=True)
+        xp[:, top : top + h, left : left + w] = x
+        return xp
+
+
+class ConvStage:
+    """Conv2D, optionally with the ReLU and the 2x2 max pooling after it, in one fused kernel.
+
+    Kernels are looked up (compiled once, then cached) for the layer's channel counts, kernel size and
+    dtype at each call, so a model whose parameters change dtype (float64 gradient checks) follows."""
+
+    def __init__(self, layers, relu: bool, pool: int, direct: bool):
+        from convscope.kernels import conv
+
+        self.kernels = conv
+        self.layers = tuple(layers)
+        self.conv = layers[0]
+        self.relu, self.pool, self.direct = relu, pool, direct
+        self.kernel = "direct conv" if direct else "im2col + matmul"
+        self.kernel += (" + bias" if self.conv.use_bias else "") + (" + ReLU" if relu else "")
+        self.kernel += " + 2x2 max pool" if pool == 2 else ""
+        self.scratch = Scratch()
+        self._cache = None
+
+    def _geometry(self):
+        conv = self.conv
+        (top, _), (left, _) = conv.padding
+        sh, sw = _stride_pair(conv.stride)
+        out_h, out_w, c_out = conv.output_shape
+        return sh, sw, top, left, out_h, out_w, c_out
+
+    def forward(self, x, training=False, rng=None):
+        k = self.kernels
+        weight = self.conv.params["weight"]
+        kh, kw, c_in, c_out = weight.shape
+        dtype = weight.dtype.type
+        x = np.ascontiguousarray(x, dtype=dtype)
+        sh, sw, top, left, out_h, out_w, _ = self._geometry()
+        bias = _bias(self.conv, c_out, dtype)
+        n = x.shape[0]
+        shape = (n, out_h // self.pool, out_w // self.pool, c_out)
+        scratch = self.scratch
+        if self.direct:
+            xp = scratch.padded(x, self.conv.padding, training)
+            y = np.empty(shape, dtype=dtype)
+            windows = scratch.array("windows", shape, training, np.uint8)
+            k.direct_conv_pool(c_in, c_out, kh, kw, self.pool, dtype)(
+                xp, weight, bias, sh, sw, self.relu, y, windows
+            )
+            if training:
+                self._cache = (xp, windows)
+            return y
+        cols = scratch.array("cols", (n * out_h * out_w, kh * kw * c_in), training, dtype)
+        k.im2col(c_in, dtype)(x, kh, kw, sh, sw, top, left, out_h, out_w, cols)
+        if self.pool == 1:
+            z = cols @ weight.reshape(-1, c_out)  # the output: a fresh array
+            if self.conv.use_bias or self.relu:
+                k.bias_relu(c_out, dtype)(z, bias, self.relu)
+            y = z.reshape(shape)
+            if training:
+                self._cache = (cols, x.shape, y)
+            return y
+        z = scratch.array("z", (cols.shape[0], c_out), training, dtype)
+        np.matmul(cols, weight.reshape(-1, c_out), out=z)
+        y = np.empty(shape, dtype=dtype)
+        windows = scratch.array("windows", shape, training, np.uint8)
+        k.bias_relu_pool(c_out, self.pool, dtype)(
+            z.reshape(n, out_h, out_w, c_out), bias, self.relu, y, windows
+        )
+        if training:
+            self._cache = (cols, x.shape, windows)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        k = self.kernels
+        weight = self.conv.params["weight"]
+        kh, kw, c_in, c_out = weight.shape
+        dtype = weight.dtype.type
+        dy = np.ascontiguousarray(dy, dtype=dtype)
+        sh, sw, top, left, out_h, out_w, _ = self._geometry()
+        db = np.empty(c_out, dtype=dtype)
+        dx = None
+        if self.direct:
+            xp, windows = self._cache
+            dw = np.empty_like(weight)
+            k.direct_conv_pool_backward(c_in, c_out, kh, kw, self.pool, dtype)(
+                xp, dy, windows, sh, sw, dw, db
+            )
+            if need_dx:
+                dxp = self.scratch.array("padded_gradient", xp.shape, True, dtype)
+                k.direct_conv_input_grad(c_in, c_out, kh, kw, self.pool, dtype)(
+                    weight, dy, windows, sh, sw, dxp
+                )
+                (top, bottom), (left, right) = self.conv.padding
+                dx = dxp[:, top : xp.shape[1] - bottom, left : xp.shape[2] - right].copy()
+        else:
+            cols, x_shape, saved = self._cache
+            n = x_shape[0]
+            dz = self.scratch.array("dz", (n * out_h * out_w, c_out), True, dtype)
+            if self.pool == 1:
+                k.relu_grad(c_out, dtype)(dy.reshape(dz.shape), saved.reshape(dz.shape), self.relu, dz, db)
+            else:
+                k.unpool_relu_grad(c_out, self.pool, dtype)(dy, saved, dz.reshape(n, out_h, out_w, c_out), db)
+            dw = (cols.T @ dz).reshape(weight.shape)
+            if need_dx:
+                dcols = self.scratch.array("dcols", (dz.shape[0], kh * kw * c_in), True, dtype)
+                np.matmul(dz, weight.reshape(-1, c_out).T, out=dcols)
+                dx = np.empty(x_shape, dtype=dtype)
+                k.col2im(c_in, dtype)(dcols, kh, kw, sh, sw, top, left, out_h, out_w, dx)
+        self.conv.grads["weight"] = dw
+        if self.conv.use_bias:
+            self.conv.grads["bias"] = db
+        self._cache = None
+        return dx
+
+
+class BatchNormStage:
+    """BatchNorm2D, optionally with the ReLU and the 2x2 max pooling after it, in one fused kernel."""
+
+    def __init__(self, layers, relu: bool, pool: int):
+        from convscope.kernels import norm
+
+        self.kernels = norm
+        self.layers = tuple(layers)
+        self.norm = layers[0]
+        self.relu, self.pool = relu, pool
+        self.kernel = "batch norm" + (" + ReLU" if relu else "") + (" + 2x2 max pool" if pool == 2 else "")
+        self.scratch = Scratch()
+        self._cache = None
+
+    def forward(self, x, training=False, rng=None):
+        from convscope.ops import BatchStatistics
+
+        bn = self.norm
+        weight, bias = bn.params["weight"], bn.params["bias"]
+        dtype = weight.dtype.type
+        x = np.ascontiguousarray(x, dtype=dtype)
+        n, h, w, c = x.shape
+        if training:
+            if n * h * w < 2:
+                raise ValueError(
+                    f"batchnorm2d: training needs more than 1 value per channel, got input shape {x.shape}"
+                )
+            mean, var = np.empty(c, dtype=dtype), np.empty(c, dtype=dtype)
+            self.kernels.channel_mean_var(c, dtype)(x.reshape(-1, c), mean, var)
+            bn.batch_statistics = BatchStatistics(n * h * w, mean, var)
+        else:
+            mean, var = bn.buffers["running_mean"], bn.buffers["running_var"]
+        inv_std = (1.0 / np.sqrt(var + dtype(bn.eps))).astype(dtype)
+        scale = (weight * inv_std).astype(dtype)
+        shift = (bias - mean * scale).astype(dtype)
+        shape = (n, h // self.pool, w // self.pool, c)
+        y = np.empty(shape, dtype=dtype)
+        windows = self.scratch.array("windows", shape, training, np.uint8)
+        self.kernels.affine_relu_pool(c, self.pool, dtype)(x, scale, shift, self.relu, y, windows)
+        if training:
+            self._cache = (x, mean, inv_std, windows)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        x, mean, inv_std, windows = self._cache
+        weight = self.norm.params["weight"]
+        dtype = weight.dtype.type
+        dy = np.ascontiguousarray(dy, dtype=dtype)
+        c = x.shape[3]
+        dx = np.empty_like(x)
+        dweight, dbias = np.empty(c, dtype=dtype), np.empty(c, dtype=dtype)
+        self.kernels.batchnorm_relu_pool_backward(c, self.pool, dtype)(
+            x, mean, inv_std, weight, dy, windows, dx, dweight, dbias
+        )
+        self.norm.grads["weight"], self.norm.grads["bias"] = dweight, dbias
+        self._cache = None
+        return dx
+
+
+class DenseStage:
+    """Dense, optionally with the ReLU after it: a BLAS matmul, then bias and ReLU in one pass."""
+
+    def __init__(self, layers, relu: bool):
+        from convscope.kernels import conv
+
+        self.kernels = conv
+        self.layers = tuple(layers)
+        self.dense = layers[0]
+        self.relu = relu
+        self.kernel = "matmul" + (" + bias" if self.dense.use_bias else "") + (" + ReLU" if relu else "")
+        self._cache = None
+
+    def forward(self, x, training=False, rng=None):
+        weight = self.dense.params["weight"]
+        dtype = weight.dtype.type
+        if x.ndim != 2 or x.shape[1] != weight.shape[0]:
+            raise ValueError(f"dense: weights expect {weight.shape[0]} inputs, got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=dtype)
+        y = x @ weight
+        if self.dense.use_bias or self.relu:
+            self.kernels.bias_relu(self.dense.units, dtype)(
+                y, _bias(self.dense, self.dense.units, dtype), self.relu
+            )
+        if training:
+            self._cache = (x, y)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        x, y = self._cache
+        weight = self.dense.params["weight"]
+        dtype = weight.dtype.type
+        dz = np.empty(dy.shape, dtype=dtype)
+        db = np.empty(dy.shape[1], dtype=dtype)
+        self.kernels.relu_grad(self.dense.units, dtype)(
+            np.ascontiguousarray(dy, dtype=dtype), y, self.relu, dz, db
+        )
+        self.dense.grads["weight"] = x.T @ dz
+        if self.dense.use_bias:
+            self.dense.grads["bias"] = db
+        self._cache = None
+        return dz @ weight.T if need_dx else None
+
+
+def _is(layer, name: str) -> bool:
+    return type(layer).__name__ == name
+
+
+def _plain_conv(layer) -> bool:
+    """A Conv2D the fused kernels cover: no dilation, one group."""
+    return getattr(layer, "dilation", (1, 1)) in ((1, 1), 1) and getattr(layer, "groups", 1) == 1
+
+
+def _pool_2x2(layer) -> bool:
+    return (
+        _is(layer, "MaxPool2D")
+        and tuple(layer.pool_size) == (2, 2)
+        and _stride_pair(layer.stride) == (2, 2)
+        and getattr(layer, "padding", ((0, 0), (0, 0))) in (((0, 0), (0, 0)), 0)
+        and not getattr(layer, "ceil_mode", False)
+    )
+
+
+def _absorb(layers, start: int, activation, pooling=True):
+    """After the layer at `start`: (relu, pool, next index) for a following ReLU (unless the layer
+    has its own activation) and, if `pooling`, 2x2 max pooling."""
+    i = start + 1
+    relu = activation == "relu"
+    if activation is None and i < len(layers) and _is(layers[i], "ReLU"):
+        relu, i = True, i + 1
+    pool = 1
+    if pooling and i < len(layers) and _pool_2x2(layers[i]):
+        pool, i = 2, i + 1
+    return relu, pool, i
+
+
+def build_plan(layers, backend: str, logits_only: bool = False) -> list:
+    """Stages covering `layers` in order. logits_only: the last layer's own softmax activation is
+    skipped (training and inference read its logits)."""
+    stages = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        last = i == len(layers) - 1
+        activation = getattr(layer, "activation", None)
+        if logits_only and last:
+            activation = None if activation == "softmax" else activation
+        fused = backend == "numba" and activation in (None, "relu")
+        if fused and _is(layer, "Conv2D") and _plain_conv(layer):
+            relu, pool, end = _absorb(layers, i, activation)
+            direct = layer.input_shape[2] <= DIRECT_MAX_CHANNELS
+            stages.append(ConvStage(layers[i:end], relu, pool, direct))
+        elif fused and _is(layer, "BatchNorm2D"):
+            relu, pool, end = _absorb(layers, i, None)
+            stages.append(BatchNormStage(layers[i:end], relu, pool))
+        elif fused and _is(layer, "Dense"):
+            relu, _, end = _absorb(layers, i, activation, pooling=False)
+            stages.append(DenseStage(layers[i:end], relu))
+        else:
+            end = i + 1
+            stages.append(ReferenceStage(layer, activate=not (logits_only and last)))
+        i = end
+    return stages
+
+
+def describe(stages) -> list[str]:
+    """One line per stage: its layers' names and the kernel that runs them."""
+    return [f"{' + '.join(layer.name for layer in stage.layers)}: {stage.kernel}" for stage in stages]
