@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from convscope.layers import (  # noqa: E402
+    AvgPool2D,
     BatchNorm2D,
     Conv2D,
     Dense,
@@ -22,6 +23,7 @@ load = load_model
 __all__ = [
     "SGD",
     "Adam",
+    "AvgPool2D",
     "BatchNorm2D",
     "Conv2D",
     "Dense",

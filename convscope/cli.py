@@ -21,7 +21,10 @@ def _load_split(dataset, data_dir, split, args=None, input_shape=None):
     from convscope import data
 
     if dataset != "folder" and not dataset.startswith("folder:"):
-        return data.load(dataset, data_dir=data_dir, split=split)
+        try:
+            return data.load(dataset, data_dir=data_dir, split=split)
+        except data.NoTestSplitError as error:
+            raise data.NoTestSplitError(f"{error} ({NO_TEST_SPLIT_HINT})") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", data.SkippedImagesWarning)
         loaded = data.load(dataset, data_dir=data_dir, split=split, **_folder_options(args, input_shape))
@@ -186,20 +189,60 @@ def cmd_train(args):
     print(f"saved model to {args.out}")
 
 
+NO_TEST_SPLIT_HINT = (
+    "train with --val-split, e.g. --val-split last:5000 as the ResNet paper held out CIFAR-10's last "
+    "5,000 training images, and evaluate on the held-out images with --split val and the same --val-split"
+)
+VAL_SPLIT_HELP = (
+    "hold out training images and validate after each epoch: FRACTION (e.g. 0.1) draws that fraction "
+    "with --seed (the default kind of split); last:N holds out the last N images in the files' order "
+    "(last:5000 on CIFAR-10's 50,000: the ResNet paper's 45k/5k split)"
+)
+
+
+def _val_split(text):
+    """--val-split: FRACTION or last:N -> ('fraction', F) or ('last', N); the numbers are checked
+    against the data set where the split is made."""
+    kind, _, count = text.partition(":")
+    try:
+        return ("last", int(count)) if kind == "last" else ("fraction", float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1 or last:N, got {text!r}") from None
+
+
+def _hold_out(dataset, val_split, seed):
+    """((train images, labels), (validation images, labels)) and how they were split, for printing."""
+    from convscope.train import holdout_last, validation_split
+
+    kind, amount = val_split
+    if kind == "last":
+        return holdout_last(
+            dataset.images, dataset.labels, amount
+        ), f"--val-split last:{amount}, the last ones"
+    return validation_split(
+        dataset.images, dataset.labels, amount, seed=seed
+    ), f"--val-split {amount}, seed {seed}"
+
+
+def _has_no_test_split(args) -> bool:
+    """True for a CIFAR-10 folder with training batches and no test batch."""
+    from convscope.data.cifar import has_test_split
+
+    return (
+        args.dataset.startswith("cifar10") and args.data_dir is not None and not has_test_split(args.data_dir)
+    )
+
+
 def _reliability_options(args, train):
     """--val-split, --checkpoint, --resume, --keep-best, --early-stop -> the training images and labels
     (without those held out for validation) and fit's keyword arguments."""
     images, labels, options = train.images, train.labels, {}
     if args.val_split is not None:
-        from convscope.train import validation_split
-
-        (images, labels), options["validation_data"] = validation_split(
-            train.images, train.labels, args.val_split, seed=args.seed
-        )
-        print(
-            f"validation: {len(train.labels) - len(labels)} of the {len(train.labels)} training images held "
-            f"out (--val-split {args.val_split}, seed {args.seed})"
-        )
+        ((images, labels), options["validation_data"]), which = _hold_out(train, args.val_split, args.seed)
+        held_out = len(train.labels) - len(labels)
+        print(f"validation: {held_out} of the {len(train.labels)} training images held out ({which})")
+    if _has_no_test_split(args):
+        print(f"note: {args.data_dir} has no test split (no test_batch.bin): {NO_TEST_SPLIT_HINT}")
     for option in ("checkpoint", "resume"):
         path = getattr(args, option)
         if path is not None and os.path.abspath(path) == os.path.abspath(args.out):
@@ -213,12 +256,7 @@ def _reliability_options(args, train):
 def add_reliability_arguments(train):
     """`train` options for long runs: validation split, checkpoints and resuming, best epoch, early stop."""
     group = train.add_argument_group("long runs")
-    group.add_argument(
-        "--val-split",
-        type=float,
-        metavar="FRACTION",
-        help="hold out this fraction of the training images (drawn with --seed), validate after each epoch",
-    )
+    group.add_argument("--val-split", type=_val_split, metavar="FRACTION|last:N", help=VAL_SPLIT_HELP)
     group.add_argument(
         "--checkpoint",
         metavar="PATH",
@@ -251,7 +289,15 @@ def cmd_evaluate(args):
 
     model = load_model(args.model)
     _check_tta(args, model)
-    dataset = _load_split(args.dataset, args.data_dir, args.split, args, model.input_shape)
+    if args.split == "val":
+        if args.val_split is None:
+            raise ValueError("--split val needs the --val-split (and --seed) the model was trained with")
+        train = _load_split(args.dataset, args.data_dir, "train", args, model.input_shape)
+        (_, (images, labels)), which = _hold_out(train, args.val_split, args.seed)
+        print(f"validation: the {len(labels)} of the {len(train.labels)} training images held out ({which})")
+        dataset = train._replace(images=images, labels=labels)
+    else:
+        dataset = _load_split(args.dataset, args.data_dir, args.split, args, model.input_shape)
     if dataset.images.shape[1:] != model.input_shape:
         raise ValueError(
             f"{args.model} expects images of {model.input_shape}, "
@@ -535,7 +581,14 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help="print a saved model's test accuracy")
     evaluate.add_argument("model", help="a .convscope model file")
     add_data_arguments(evaluate, "digits")
-    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument(
+        "--split",
+        choices=("train", "test", "val"),
+        default="test",
+        help="test (default), train, or val: the images --val-split held out of the training split",
+    )
+    evaluate.add_argument("--val-split", type=_val_split, metavar="FRACTION|last:N", help=VAL_SPLIT_HELP)
+    evaluate.add_argument("--seed", type=int, default=0, help="the --seed of a FRACTION --val-split")
     evaluate.add_argument(
         "--report", metavar="DIR", help="also write a confusion matrix and the most confident mistakes here"
     )

@@ -22,14 +22,13 @@ ACTIVATIONS = (None, "relu", "softmax")
 
 def _pair(value, what: str, layer: str) -> tuple[int, int]:
     """2 -> (2, 2); (3, 5) -> (3, 5); anything else is an error naming the layer."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
     if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
+        isinstance(pair, (tuple, list))
+        and len(pair) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair)
     ):
-        return int(value[0]), int(value[1])
+        return int(pair[0]), int(pair[1])
     raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
 
 
@@ -134,31 +133,73 @@ class _WithActivation(Layer):
         return dy
 
 
+def _compact(pair: tuple[int, int]):
+    """(2, 2) -> 2, (1, 2) -> [1, 2]: a pair as the model file writes it."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+def _padding_config(padding):
+    """A padding argument as JSON: strings and ints as given, pairs as lists."""
+    if isinstance(padding, (tuple, list)):
+        return [_padding_config(p) for p in padding]
+    return int(padding) if isinstance(padding, np.integer) else padding
+
+
 class Conv2D(_WithActivation):
-    """`filters` kernels of shape (kernel_size, kernel_size, C_in) -> a `filters`-channel block.
+    """`filters` kernels of shape (kh, kw, C_in / groups) -> a `filters`-channel block.
 
     Input (N, H, W, C_in), output (N, H_out, W_out, filters); parameters
-    `weight` (kh, kw, C_in, filters) and `bias` (filters,).
+    `weight` (kh, kw, C_in / groups, filters) and `bias` (filters,). As torch.nn.Conv2d:
+    - kernel_size, stride, dilation: an int or a pair (height, width);
+    - padding: 'same' (stride 1), 'valid', an int, a pair (ph, pw) or ((top, bottom), (left, right));
+    - groups: input channels and kernels are cut into `groups` groups, each group's kernels see only
+      its channels. groups == C_in is a depthwise convolution with filters / C_in kernels per channel
+      (the channel multiplier): `Conv2D(C_in * multiplier, 3, groups=C_in)`.
+
+    Attributes, normalised at construction: `kernel_size`, `stride` and `dilation` are pairs (sh, sw),
+    `padding` is ((top, bottom), (left, right)), `groups` an int.
     """
 
-    def __init__(self, filters, kernel_size=3, stride=1, padding="same", activation=None, use_bias=True):
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        stride=1,
+        padding="same",
+        activation=None,
+        use_bias=True,
+        dilation=1,
+        groups=1,
+    ):
         super().__init__(activation)
         self.filters = _positive_int(filters, "filters", "Conv2D")
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
-        self.stride = _positive_int(stride, "stride", "Conv2D")
+        self.stride = _pair(stride, "stride", "Conv2D")
+        self.dilation = _pair(dilation, "dilation", "Conv2D")
+        self.groups = _positive_int(groups, "groups", "Conv2D")
+        if self.filters % self.groups:
+            raise ValueError(
+                f"Conv2D: filters must be a multiple of groups (each group makes filters / groups "
+                f"channels), got filters={self.filters}, groups={self.groups}"
+            )
         try:
-            self.padding = ops.resolve_padding(padding, self.kernel_size, self.stride)
+            self.padding = ops.resolve_padding(padding, self.kernel_size, stride, self.dilation)
         except ValueError as error:
             raise ValueError(f"Conv2D: {error}") from None
-        self.padding_arg = padding
+        self.padding_arg = _padding_config(padding)
         self.use_bias = bool(use_bias)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"Conv2D needs (H, W, C) inputs, got shape {input_shape}")
+        if input_shape[2] % self.groups:
+            raise ValueError(
+                f"Conv2D: groups={self.groups} needs input channels divisible by {self.groups}, "
+                f"got {input_shape[2]} channels"
+            )
         try:
             return ops.conv_output_shape(
-                input_shape, self.kernel_size, self.stride, self.padding, self.filters
+                input_shape, self.kernel_size, self.stride, self.padding, self.filters, self.dilation
             )
         except ValueError as error:
             raise ValueError(f"Conv2D: {error}") from None
@@ -166,16 +207,22 @@ class Conv2D(_WithActivation):
     def build(self, input_shape, rng):
         output_shape = super().build(input_shape, rng)
         kh, kw = self.kernel_size
-        c_in = self.input_shape[2]
-        fan_in = kh * kw * c_in
-        self.params["weight"] = _uniform_init(rng, (kh, kw, c_in, self.filters), fan_in)
+        c_group = self.input_shape[2] // self.groups
+        fan_in = kh * kw * c_group
+        self.params["weight"] = _uniform_init(rng, (kh, kw, c_group, self.filters), fan_in)
         if self.use_bias:
             self.params["bias"] = _uniform_init(rng, (self.filters,), fan_in)
         return output_shape
 
     def forward(self, x, training=False, rng=None, activate=True):
         z, self._cache = ops.conv2d_forward(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding
+            x,
+            self.params["weight"],
+            self.params.get("bias"),
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
         )
         return self._activate(z, activate)
 
@@ -188,46 +235,128 @@ class Conv2D(_WithActivation):
         return dx
 
     def get_config(self):
-        return {
+        """The constructor's arguments; dilation and groups only when they are not 1, so a model
+        that uses neither has the config.json of earlier versions."""
+        config = {
             "filters": self.filters,
             "kernel_size": list(self.kernel_size),
-            "stride": self.stride,
+            "stride": _compact(self.stride),
             "padding": self.padding_arg,
             "activation": self.activation,
             "use_bias": self.use_bias,
         }
+        if self.dilation != (1, 1):
+            config["dilation"] = _compact(self.dilation)
+        if self.groups != 1:
+            config["groups"] = self.groups
+        return config
 
 
-class MaxPool2D(Layer):
-    """Max over pool_size windows moved by stride (default: pool_size, no overlap). No parameters."""
+def _pool_padding(padding, pool_size, layer: str):
+    """An int or a pair (ph, pw), as torch pools take it -> ((ph, ph), (pw, pw))."""
+    ok = (isinstance(padding, (int, np.integer)) and not isinstance(padding, bool)) or (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in padding)
+    )
+    if not ok:
+        raise ValueError(
+            f"{layer}: padding must be an int >= 0 or a pair (ph, pw) of them (both sides alike, "
+            f"as torch pads), got {padding!r}"
+        )
+    try:
+        return ops.pool_padding(padding, pool_size)
+    except ValueError as error:
+        raise ValueError(f"{layer}: {error}") from None
 
-    def __init__(self, pool_size=2, stride=None):
+
+class _Pool2D(Layer):
+    """Windows of pool_size moved by stride (default: pool_size, no overlap), padded by `padding`,
+    the last partial window kept with ceil_mode; see convscope.ops.pool. No parameters.
+
+    Attributes, normalised at construction: `pool_size` and `stride` are pairs, `padding` is
+    ((top, bottom), (left, right)).
+    """
+
+    def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode=False):
         super().__init__()
-        self.pool_size = _pair(pool_size, "pool_size", "MaxPool2D")
-        if stride is None and self.pool_size[0] != self.pool_size[1]:
-            raise ValueError(f"MaxPool2D: a non-square pool_size {self.pool_size} needs an explicit stride")
-        self.stride = self.pool_size[0] if stride is None else _positive_int(stride, "stride", "MaxPool2D")
+        layer = type(self).__name__
+        self.pool_size = _pair(pool_size, "pool_size", layer)
+        self.stride = self.pool_size if stride is None else _pair(stride, "stride", layer)
+        self.padding = _pool_padding(padding, self.pool_size, layer)
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise ValueError(f"{layer}: ceil_mode must be True or False, got {ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
 
     def compute_output_shape(self, input_shape):
+        layer = type(self).__name__
         if len(input_shape) != 3:
-            raise ValueError(f"MaxPool2D needs (H, W, C) inputs, got shape {input_shape}")
+            raise ValueError(f"{layer} needs (H, W, C) inputs, got shape {input_shape}")
         try:
-            return ops.pool_output_shape(input_shape, self.pool_size, self.stride)
+            return ops.pool_output_shape(
+                input_shape, self.pool_size, self.stride, self.padding, self.ceil_mode
+            )
         except ValueError as error:
-            raise ValueError(f"MaxPool2D: {error}") from None
+            raise ValueError(f"{layer}: {error}") from None
+
+    def _pool_config(self) -> dict:
+        (ph, _), (pw, _) = self.padding
+        return {
+            "pool_size": list(self.pool_size),
+            "stride": _compact(self.stride),
+            "padding": _compact((ph, pw)),
+        }
+
+
+class MaxPool2D(_Pool2D):
+    """Max over each window (the image padded with -inf), as torch.nn.MaxPool2d. No parameters."""
 
     def forward(self, x, training=False, rng=None):
-        y, self._cache = ops.maxpool2d_forward(x, self.pool_size, self.stride)
+        y, self._cache = ops.maxpool2d_forward(x, self.pool_size, self.stride, self.padding, self.ceil_mode)
         return y
 
     def infer(self, x):
-        return ops.maxpool2d(x, self.pool_size, self.stride)
+        return ops.maxpool2d(x, self.pool_size, self.stride, self.padding, self.ceil_mode)
 
     def backward(self, dy, need_dx=True):
         return ops.maxpool2d_backward(dy, self._cache)
 
     def get_config(self):
-        return {"pool_size": list(self.pool_size), "stride": self.stride}
+        """pool_size and stride; padding and ceil_mode only when set, so a plain pooling layer has the
+        config.json of earlier versions."""
+        config = self._pool_config()
+        if self.padding == ops.pool.NO_PADDING:
+            del config["padding"]
+        if self.ceil_mode:
+            config["ceil_mode"] = True
+        return config
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each window, as torch.nn.AvgPool2d: zero padding, divided by the window's size
+    (count_include_pad=True) or by the image pixels in it (False). No parameters."""
+
+    def __init__(self, pool_size=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(pool_size, stride, padding, ceil_mode)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise ValueError(f"AvgPool2D: count_include_pad must be True or False, got {count_include_pad!r}")
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x, training=False, rng=None):
+        y, self._cache = ops.avgpool2d_forward(
+            x, self.pool_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad
+        )
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return ops.avgpool2d_backward(dy, self._cache)
+
+    def get_config(self):
+        return {
+            **self._pool_config(),
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+        }
 
 
 class Flatten(Layer):
@@ -416,7 +545,18 @@ class GlobalAvgPool2D(Layer):
 
 LAYER_TYPES = {
     cls.__name__: cls
-    for cls in (Conv2D, MaxPool2D, Flatten, Dense, ReLU, Softmax, Dropout, BatchNorm2D, GlobalAvgPool2D)
+    for cls in (
+        Conv2D,
+        MaxPool2D,
+        AvgPool2D,
+        Flatten,
+        Dense,
+        ReLU,
+        Softmax,
+        Dropout,
+        BatchNorm2D,
+        GlobalAvgPool2D,
+    )
 }
 
 

@@ -88,6 +88,24 @@ def validation_split(x, y, fraction: float, seed: int = 0):
     return (x[~chosen], y[~chosen]), (x[chosen], y[chosen])
 
 
+def holdout_last(x, y, count: int):
+    """Hold out the last `count` of (x (N, ...), y (N,)) for validation, in their stored order:
+    ((x_train, y_train), (x_val, y_val)). As the ResNet paper split CIFAR-10's 50,000 training images
+    into 45,000 for training and the last 5,000 for validation."""
+    n = len(x)
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, (int, np.integer))
+        or not 1 <= count < n
+        or len(y) != n
+    ):
+        raise ValueError(
+            f"holding out the last {count!r} of {n} images needs a whole number from 1 to {n - 1} "
+            "(both parts need at least one image)"
+        )
+    return (x[: n - count], y[: n - count]), (x[n - count :], y[n - count :])
+
+
 def _progress(total: int, epoch: int, epochs: int, verbose: int, initial: int = 0):
     """A tqdm bar per epoch (steps, ETA, loss, accuracy), silent when verbose=0 or not a TTY."""
     from tqdm.auto import tqdm

@@ -1,7 +1,9 @@
+import json
+
 import numpy as np
 import pytest
 
-from convscope import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, Softmax
+from convscope import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, Softmax
 from convscope.models import seed_cnn
 
 
@@ -90,7 +92,24 @@ def test_softmax_activation_equals_softmax_layer():
         (lambda: Conv2D(8, 3, padding="full"), "padding must be 'same', 'valid' or an int"),
         (lambda: Dense(10, activation="tanh"), "activation must be one of"),
         (lambda: Dropout(1.0), r"rate must be a number in \[0, 1\)"),
-        (lambda: MaxPool2D((2, 3)), "needs an explicit stride"),
+        (lambda: Conv2D(6, 3, groups=4), r"filters must be a multiple of groups .* got filters=6, groups=4"),
+        (lambda: Conv2D(8, 3, dilation=0), "dilation must be a positive int or a pair of them, got 0"),
+        (
+            lambda: Conv2D(8, 3, stride=(1, 2), padding="same"),
+            r"padding='same' needs stride 1, got stride=\(1, 2\)",
+        ),
+        (lambda: Conv2D(8, 3, padding=((1, 2), (0,))), r"padding must be .*got \(\(1, 2\), \(0,\)\)"),
+        (
+            lambda: MaxPool2D(3, padding=2),
+            r"MaxPool2D: padding must be at most half the window .* 2\+2 .* of 3",
+        ),
+        (lambda: MaxPool2D(2, padding=((0, 1), (0, 1))), r"MaxPool2D: padding must be an int >= 0 or a pair"),
+        (lambda: MaxPool2D(2, ceil_mode="yes"), "MaxPool2D: ceil_mode must be True or False"),
+        (lambda: AvgPool2D(2, count_include_pad=None), "AvgPool2D: count_include_pad must be True or False"),
+        (
+            lambda: AvgPool2D((2, 0)),
+            r"AvgPool2D: pool_size must be a positive int or a pair of them, got \(2, 0\)",
+        ),
     ],
 )
 def test_bad_layer_arguments(layer, message):
@@ -103,6 +122,35 @@ def test_build_errors_name_the_layer():
         Sequential([Conv2D(2, 5, padding="valid"), Flatten(), Dense(2)], input_shape=(3, 3, 1))
     with pytest.raises(ValueError, match="put a Flatten"):
         Sequential([Conv2D(2, 3), Dense(2)], input_shape=(4, 4, 1))
+    with pytest.raises(
+        ValueError, match="Conv2D: groups=2 needs input channels divisible by 2, got 3 channels"
+    ):
+        Sequential([Conv2D(4, 3, groups=2)], input_shape=(4, 4, 3))
+    with pytest.raises(ValueError, match=r"Conv2D: kernel of size 3 \(dilation 3: spans 7\) does not fit"):
+        Sequential([Conv2D(2, 3, padding="valid", dilation=3)], input_shape=(6, 6, 1))
+
+
+def test_new_options_keep_old_configs_and_round_trip_through_the_config():
+    """A layer without the new options writes the config of earlier versions (old files still load
+    and read the same); every new option survives get_config -> layer_from_config."""
+    from convscope.layers import layer_from_config
+
+    plain = {"filters": 8, "kernel_size": [3, 3], "stride": 1, "padding": "same"}
+    assert Conv2D(8, 3).get_config() == {**plain, "activation": None, "use_bias": True}
+    assert MaxPool2D(2).get_config() == {"pool_size": [2, 2], "stride": 2}
+    old = {"type": "MaxPool2D", "config": {"pool_size": [3, 3], "stride": 2}}
+    assert layer_from_config(old).stride == (2, 2)
+    for layer in (
+        Conv2D(6, (3, 5), stride=(2, 1), padding=((0, 1), (2, 1)), dilation=(1, 2), groups=3, use_bias=False),
+        Conv2D(4, 3, padding=(1, 0)),
+        MaxPool2D((3, 2), stride=(2, 1), padding=(1, 0), ceil_mode=True),
+        AvgPool2D(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    ):
+        entry = {"type": type(layer).__name__, "config": layer.get_config()}
+        again = layer_from_config(json.loads(json.dumps(entry)))
+        assert again.get_config() == layer.get_config()
+        for attribute in ("kernel_size", "pool_size", "stride", "padding", "dilation", "groups", "ceil_mode"):
+            assert getattr(again, attribute, None) == getattr(layer, attribute, None), attribute
 
 
 def test_input_validation_names_expected_and_got():

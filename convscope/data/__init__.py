@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convscope.data.cifar import load_cifar10
+from convscope.data.cifar import NoTestSplitError, load_cifar10
 from convscope.data.digits import load_digits_split
 from convscope.data.download import cache_dir
 from convscope.data.folder import DEFAULT_IMAGE_SIZE, DEFAULT_VAL_FRACTION, SkippedImagesWarning, load_folder
@@ -112,4 +112,12 @@ def load(
     raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 
 
-__all__ = ["DATASETS", "DataFormatError", "Dataset", "SkippedImagesWarning", "load", "read_idx"]
+__all__ = [
+    "DATASETS",
+    "DataFormatError",
+    "Dataset",
+    "NoTestSplitError",
+    "SkippedImagesWarning",
+    "load",
+    "read_idx",
+]

@@ -3,6 +3,8 @@
 Each file is a sequence of 3,073-byte records: one label byte (0-9), then 1,024 red, 1,024 green and
 1,024 blue bytes, each a 32x32 image stored row by row. `batches.meta.txt` names the classes, one per
 line. Training files are `data_batch_1.bin` ... `data_batch_5.bin`; the test file is `test_batch.bin`.
+A folder may hold the training batches only (no test split): asking it for split 'test' raises
+NoTestSplitError, which says so; hold out part of the training images instead.
 """
 
 import glob
@@ -88,9 +90,32 @@ def cifar_class_names(folder) -> list:
     return names
 
 
+class NoTestSplitError(FileNotFoundError):
+    """A CIFAR folder with training batches but no test_batch.bin[.gz]."""
+
+
+def has_test_split(folder) -> bool:
+    """False for a folder of CIFAR training batches without test_batch.bin[.gz], else True."""
+    try:
+        _split_files(folder, "test")
+    except NoTestSplitError:
+        return False
+    except FileNotFoundError:
+        pass
+    return True
+
+
 def _split_files(folder, split: str) -> list:
     if split == "test":
-        return [find_file(folder, "test_batch.bin")]
+        try:
+            return [find_file(folder, "test_batch.bin")]
+        except FileNotFoundError:
+            if not glob.glob(os.path.join(folder, "data_batch_*.bin*")):
+                raise
+            raise NoTestSplitError(
+                f"{folder} has no test split: no test_batch.bin (or .bin.gz), only training batches "
+                "(data_batch_*.bin); hold out part of them for validation instead"
+            ) from None
     if split != "train":
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     found = sorted(

@@ -4,7 +4,8 @@ Walking the layers from the input, per spatial axis, with `size` the receptive f
 distance in input pixels between neighbouring output positions, and `start` the input coordinate of
 the first pixel seen by output position 0 (negative inside the zero padding):
 
-    conv or pool with kernel k, stride s, padding p_before:
+    conv or pool with kernel k, stride s, padding p_before (a kernel with dilation d spans
+    k' = d * (k - 1) + 1 pixels and counts as k'):
         size  <- size + (k - 1) * jump
         start <- start - p_before * jump
         jump  <- jump * s
@@ -15,7 +16,7 @@ Element-wise layers (ReLU, Dropout) keep the receptive field; Flatten and Dense 
 
 from typing import NamedTuple
 
-from convscope.ops import resolve_padding
+from convscope.ops import as_pair
 
 
 class ReceptiveField(NamedTuple):
@@ -34,24 +35,23 @@ INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
 
 
 def _window_geometry(layer):
-    """(kernel (kh, kw), stride, padding ((t, b), (l, r))) of a conv or pool layer, else None."""
+    """(span (h, w), stride (sh, sw), padding ((t, b), (l, r))) of a conv or pool layer, else None."""
     kind = type(layer).__name__
-    config = layer.get_config()
     if kind == "Conv2D":
-        kernel = tuple(config["kernel_size"])
-        stride = int(config["stride"])
-        return kernel, stride, resolve_padding(config["padding"], kernel, stride)
-    if kind == "MaxPool2D":
-        kernel = tuple(config["pool_size"])
-        return kernel, int(config["stride"]), ((0, 0), (0, 0))
+        span = tuple(d * (k - 1) + 1 for k, d in zip(layer.kernel_size, layer.dilation, strict=True))
+        return span, layer.stride, layer.padding
+    if kind in ("MaxPool2D", "AvgPool2D"):
+        return layer.pool_size, layer.stride, layer.padding
     return None
 
 
-def grow(field: ReceptiveField, kernel, stride: int, padding) -> ReceptiveField:
-    """The receptive field after one more conv or pool window (see the module docstring)."""
+def grow(field: ReceptiveField, kernel, stride, padding) -> ReceptiveField:
+    """The receptive field after one more conv or pool window (see the module docstring); stride an
+    int or a pair (sh, sw)."""
+    stride = as_pair(stride)
     return ReceptiveField(
         size=tuple(field.size[a] + (kernel[a] - 1) * field.jump[a] for a in range(2)),
-        jump=tuple(field.jump[a] * stride for a in range(2)),
+        jump=tuple(field.jump[a] * stride[a] for a in range(2)),
         start=tuple(field.start[a] - padding[a][0] * field.jump[a] for a in range(2)),
     )
 

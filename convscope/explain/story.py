@@ -15,7 +15,14 @@ from convscope.model import check_images
 
 PATCH_LAYERS = 2  # top patches for the first two conv layers
 
-LAYER_KINDS = {"Conv2D": "conv", "ReLU": "relu", "MaxPool2D": "pool", "Flatten": "flatten", "Dense": "dense"}
+LAYER_KINDS = {
+    "Conv2D": "conv",
+    "ReLU": "relu",
+    "MaxPool2D": "pool",
+    "AvgPool2D": "pool",
+    "Flatten": "flatten",
+    "Dense": "dense",
+}
 
 
 def _field_text(field) -> str:
@@ -26,6 +33,17 @@ def _field_text(field) -> str:
         f" Each value here sees a {size} patch of the input (its receptive field); neighbouring values "
         f"are {jump} input pixels apart."
     )
+
+
+def _pair_text(pair) -> str:
+    """(2, 2) -> '2', (1, 2) -> '1×2'."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}×{pair[1]}"
+
+
+def _conv_extras(layer) -> str:
+    """', dilation 2, 4 groups' for a conv layer that uses those options, else ''."""
+    extras = "" if layer.dilation == (1, 1) else f", dilation {_pair_text(layer.dilation)}"
+    return extras + ("" if layer.groups == 1 else f", {layer.groups} groups")
 
 
 def layer_text(layer, field) -> str:
@@ -39,7 +57,8 @@ def layer_text(layer, field) -> str:
         relu = " The layer applies ReLU itself, so its maps are never negative." if fused else ""
         return (
             f"{config['filters']} kernels of {kh}×{kw}×{layer.input_shape[2]} slide over the {in_shape} "
-            f"block (stride {config['stride']}, padding {config['padding']!r}); each one's dot products "
+            f"block (stride {_pair_text(layer.stride)}, padding {config['padding']!r}{_conv_extras(layer)}); "
+            "each one's dot products "
             f"form one feature map, bright where the input looks like the kernel: {out_shape} out."
             + relu
             + _field_text(field)
@@ -52,9 +71,16 @@ def layer_text(layer, field) -> str:
     if kind == "MaxPool2D":
         ph, pw = config["pool_size"]
         return (
-            f"Max pooling keeps the brightest value of each {ph}×{pw} window (stride {config['stride']}): "
+            f"Max pooling keeps the brightest value of each {ph}×{pw} window "
+            f"(stride {_pair_text(layer.stride)}): "
             f"{in_shape} becomes {out_shape}, the strong responses survive, no parameters."
             + _field_text(field)
+        )
+    if kind == "AvgPool2D":
+        ph, pw = config["pool_size"]
+        return (
+            f"Average pooling keeps the mean of each {ph}×{pw} window (stride {_pair_text(layer.stride)}): "
+            f"{in_shape} becomes {out_shape}, no parameters." + _field_text(field)
         )
     if kind == "Flatten":
         return f"The {in_shape} block is laid out as one vector of {out_shape} numbers, row by row."

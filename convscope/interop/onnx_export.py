@@ -49,19 +49,61 @@ class _Graph:
         self.tensor = name
         return name
 
-    def constant(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+    def constant(self, name: str, array: np.ndarray, dtype=np.float32) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array, dtype), name))
         return name
 
 
-def _conv(graph: _Graph, index: int, layer: L.Conv2D, out: str):
+def _pads(layer) -> list:
+    """((top, bottom), (left, right)) -> ONNX's order: all begins, then all ends."""
     (top, bottom), (left, right) = layer.padding
-    attributes = {"kernel_shape": list(layer.kernel_size), "strides": [layer.stride] * 2}
-    attributes["pads"] = [top, left, bottom, right]  # ONNX order: all begins, then all ends
+    return [top, left, bottom, right]
+
+
+def _conv(graph: _Graph, index: int, layer: L.Conv2D, out: str):
+    attributes = {
+        "kernel_shape": list(layer.kernel_size),
+        "strides": list(layer.stride),
+        "pads": _pads(layer),
+    }
+    attributes.update(dilations=list(layer.dilation), group=layer.groups)
     inputs = [graph.constant(f"{index}.weight", conv_weight_to_torch(layer.params["weight"]))]
     if layer.use_bias:
         inputs.append(graph.constant(f"{index}.bias", layer.params["bias"]))
     graph.add("Conv", out, inputs, **attributes)
+
+
+def _overhang(layer) -> tuple[int, int]:
+    """Rows and columns that ceil-mode windows reach past the padded image (0, 0 without ceil_mode)."""
+    h, w, _ = layer.input_shape
+    out_h, out_w, _ = layer.output_shape
+    return tuple(
+        max(0, (out - 1) * stride + pool - (size + before + after))
+        for out, stride, pool, size, (before, after) in zip(
+            (out_h, out_w), layer.stride, layer.pool_size, (h, w), layer.padding, strict=True
+        )
+    )
+
+
+def _pool(graph: _Graph, index: int, layer, out: str):
+    """MaxPool or AveragePool, without ONNX's ceil_mode: its size rule keeps a last window that starts
+    in the padding after the image, which torch's (and convscope's) drops. The ceil-mode windows
+    become floor-mode ones over `_overhang` more rows and columns of end padding instead, which max
+    pooling never picks and AveragePool(count_include_pad=0) never counts. Average pooling that
+    counts its padding and overhangs pads the image with explicit zeros first (a Pad node), so the
+    padding is counted and the overhang is not, as in torch."""
+    (top, bottom), (left, right) = layer.padding
+    extra_h, extra_w = _overhang(layer)
+    attributes = {"kernel_shape": list(layer.pool_size), "strides": list(layer.stride)}
+    pads = [top, left, bottom + extra_h, right + extra_w]
+    if isinstance(layer, L.MaxPool2D):
+        graph.add("MaxPool", out, pads=pads, **attributes)
+    elif not layer.count_include_pad or pads == _pads(layer):
+        graph.add("AveragePool", out, pads=pads, count_include_pad=int(layer.count_include_pad), **attributes)
+    else:
+        zeros = graph.constant(f"{index}.pads", np.array([0, 0, top, left, 0, 0, bottom, right]), np.int64)
+        graph.add("Pad", f"{layer.name}/pad", [zeros], mode="constant")
+        graph.add("AveragePool", out, pads=[0, 0, extra_h, extra_w], count_include_pad=0, **attributes)
 
 
 def _dense(graph: _Graph, index: int, layer: L.Dense, out: str, flattened_from):
@@ -102,8 +144,8 @@ def _add_layer(graph: _Graph, model, index: int, flattened_from):
     elif isinstance(layer, L.Dense):
         _dense(graph, index, layer, out, flattened_from)
         flattened_from = None
-    elif isinstance(layer, L.MaxPool2D):
-        graph.add("MaxPool", out, kernel_shape=list(layer.pool_size), strides=[layer.stride] * 2)
+    elif isinstance(layer, (L.MaxPool2D, L.AvgPool2D)):
+        _pool(graph, index, layer, out)
     elif isinstance(layer, L.BatchNorm2D):
         _batchnorm(graph, index, layer, out)
     elif isinstance(layer, L.GlobalAvgPool2D):

@@ -6,6 +6,10 @@ conv kernels go from (kh, kw, C_in, C_out) to (C_out, C_in, kh, kw), dense weigh
 and torch in (c, h, w) order, so the weight of the first Dense layer after a Flatten has its input
 axis permuted to match; without that the converted model is silently wrong.
 
+Conv2D becomes nn.Conv2d with the same stride, dilation and groups; its padding is torch's (ph, pw) when
+both sides are alike, 'same' where torch's 'same' pads the same way, and otherwise an nn.ZeroPad2d
+module before an unpadded nn.Conv2d (two modules for one layer). MaxPool2D and AvgPool2D become
+nn.MaxPool2d and nn.AvgPool2d with the same window, stride, padding, ceil_mode and count_include_pad.
 BatchNorm2D becomes nn.BatchNorm2d (weight, bias, running statistics, eps and momentum);
 GlobalAvgPool2D becomes two modules, nn.AdaptiveAvgPool2d(1) and nn.Flatten().
 
@@ -89,10 +93,18 @@ def standardization_module(standardization):
 
 
 def _torch_padding(layer: L.Conv2D):
+    """torch's padding for `layer`: (ph, pw), 'same', or None when only an nn.ZeroPad2d before the conv
+    can pad as it does (different amounts at the top and bottom, or left and right, beyond 'same')."""
+    from convscope.ops import resolve_padding
+
     (top, bottom), (left, right) = layer.padding
     if top == bottom and left == right:
         return (top, left)
-    return "same"  # asymmetric padding only arises from 'same' with even kernels; torch pads alike
+    if layer.stride == (1, 1) and layer.padding == resolve_padding(
+        "same", layer.kernel_size, 1, layer.dilation
+    ):
+        return "same"  # torch's 'same' puts the odd zero row and column at the bottom and right, as we do
+    return None
 
 
 def _activation_module(nn, activation):
@@ -102,15 +114,26 @@ def _activation_module(nn, activation):
 def _layer_module(nn, layer):
     """The torch module computing `layer` without its fused activation (weights not yet copied)."""
     if isinstance(layer, L.Conv2D):
-        kh, kw, c_in, c_out = layer.params["weight"].shape
+        kh, kw, _, c_out = layer.params["weight"].shape
         return nn.Conv2d(
-            c_in, c_out, (kh, kw), stride=layer.stride, padding=_torch_padding(layer), bias=layer.use_bias
+            layer.input_shape[2],
+            c_out,
+            (kh, kw),
+            stride=layer.stride,
+            padding=_torch_padding(layer) or 0,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.use_bias,
         )
     if isinstance(layer, L.Dense):
         d_in, d_out = layer.params["weight"].shape
         return nn.Linear(d_in, d_out, bias=layer.use_bias)
-    if isinstance(layer, L.MaxPool2D):
-        return nn.MaxPool2d(layer.pool_size, stride=layer.stride)
+    if isinstance(layer, (L.MaxPool2D, L.AvgPool2D)):
+        (ph, _), (pw, _) = layer.padding
+        settings = {"stride": layer.stride, "padding": (ph, pw), "ceil_mode": layer.ceil_mode}
+        if isinstance(layer, L.MaxPool2D):
+            return nn.MaxPool2d(layer.pool_size, **settings)
+        return nn.AvgPool2d(layer.pool_size, count_include_pad=layer.count_include_pad, **settings)
     if isinstance(layer, L.BatchNorm2D):
         return nn.BatchNorm2d(layer.input_shape[2], eps=layer.eps, momentum=layer.momentum)
     simple = {
@@ -126,6 +149,15 @@ def _layer_module(nn, layer):
     raise ValueError(f"to_torch: layer type {type(layer).__name__} has no PyTorch equivalent here")
 
 
+def _before_module(nn, layer):
+    """The module that precedes `layer`'s own in torch, or None: the nn.ZeroPad2d of a Conv2D whose
+    padding torch's Conv2d cannot express."""
+    if isinstance(layer, L.Conv2D) and _torch_padding(layer) is None:
+        (top, bottom), (left, right) = layer.padding
+        return nn.ZeroPad2d((left, right, top, bottom))
+    return None
+
+
 def _after_module(nn, layer):
     """The module that follows `layer`'s own in torch, or None: its fused activation, or the Flatten
     that turns AdaptiveAvgPool2d's (N, C, 1, 1) into GlobalAvgPool2D's (N, C)."""
@@ -136,16 +168,23 @@ def _after_module(nn, layer):
     return None
 
 
+def pads_before(layer) -> bool:
+    """True for a Conv2D that to_torch precedes with an nn.ZeroPad2d."""
+    return isinstance(layer, L.Conv2D) and _torch_padding(layer) is None
+
+
 def modules_per_layer(layer) -> int:
-    """How many torch modules compute `layer`: 2 with a fused activation or for GlobalAvgPool2D, else 1."""
-    return 2 if isinstance(layer, L.GlobalAvgPool2D) or getattr(layer, "activation", None) else 1
+    """How many torch modules compute `layer`: one, plus one for a fused activation or GlobalAvgPool2D's
+    Flatten, plus one for a Conv2D's nn.ZeroPad2d."""
+    after = isinstance(layer, L.GlobalAvgPool2D) or bool(getattr(layer, "activation", None))
+    return 1 + int(after) + int(pads_before(layer))
 
 
 def torch_positions(model) -> list[int]:
     """For each convscope layer, the index of the module of `to_torch(model)` whose output equals
     that layer's output (a layer made of two modules, a fused activation or GlobalAvgPool2D's
     pooling and flatten, maps to the second one). A model with a standardisation has it as module 0,
-    which shifts every position by one."""
+    which shifts every position by one; so does a Conv2D's nn.ZeroPad2d for the layers after it."""
     positions, index = [], 0 if model.standardization is not None else -1
     for layer in model.layers:
         index += modules_per_layer(layer)
@@ -166,8 +205,9 @@ def _torch_arrays(layer, flattened_from) -> dict:
 def to_torch(model):
     """A torch.nn.Sequential computing the same function as `model` on (N, C, H, W) inputs.
 
-    Module indices follow `torch_positions(model)`; without fused activations, GlobalAvgPool2D or a
-    standardisation they equal the convscope layer indices, and so do the state_dict names.
+    Module indices follow `torch_positions(model)`; without fused activations, GlobalAvgPool2D, a
+    standardisation or a Conv2D's nn.ZeroPad2d they equal the convscope layer indices, and so do the
+    state_dict names.
     """
     import torch
     from torch import nn
@@ -177,6 +217,9 @@ def to_torch(model):
     if model.standardization is not None:
         modules.append(standardization_module(model.standardization))
     for layer in model.layers:
+        before = _before_module(nn, layer)
+        if before is not None:
+            modules.append(before)
         module = _layer_module(nn, layer)
         arrays = _torch_arrays(layer, flattened_from)
         if isinstance(layer, L.Dense):

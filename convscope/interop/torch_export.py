@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from convscope.interop.pytorch import modules_per_layer, to_torch
+from convscope.interop.pytorch import modules_per_layer, pads_before, to_torch
 
 STANDARDIZATION_NOTE = "input standardisation (x - mean) / std; keep in eval mode"
 SOURCE_FILE = "model.py"
@@ -60,11 +60,20 @@ def module_source(module) -> str:
     if kind == "Conv2d":
         sizes = f"kernel_size={tuple(module.kernel_size)}, stride={tuple(module.stride)}"
         padding = f"padding={module.padding!r}, bias={module.bias is not None}"
-        return f"nn.Conv2d({module.in_channels}, {module.out_channels}, {sizes}, {padding})"
+        extras = "" if tuple(module.dilation) == (1, 1) else f", dilation={tuple(module.dilation)}"
+        extras += "" if module.groups == 1 else f", groups={module.groups}"
+        return f"nn.Conv2d({module.in_channels}, {module.out_channels}, {sizes}, {padding}{extras})"
     if kind == "Linear":
         return f"nn.Linear({module.in_features}, {module.out_features}, bias={module.bias is not None})"
-    if kind == "MaxPool2d":
-        return f"nn.MaxPool2d(kernel_size={module.kernel_size!r}, stride={module.stride!r})"
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        settings = f"kernel_size={module.kernel_size!r}, stride={module.stride!r}"
+        if module.padding not in (0, (0, 0)) or module.ceil_mode:
+            settings += f", padding={module.padding!r}, ceil_mode={module.ceil_mode}"
+        if kind == "AvgPool2d":
+            settings += f", count_include_pad={module.count_include_pad}"
+        return f"nn.{kind}({settings})"
+    if kind == "ZeroPad2d":
+        return f"nn.ZeroPad2d({tuple(module.padding)!r})"
     if kind == "Softmax":
         return f"nn.Softmax(dim={module.dim})"
     if kind == "Dropout":
@@ -88,10 +97,12 @@ def torch_source(model, net=None) -> str:
     ends_in_softmax = type(net[-1]).__name__ == "Softmax"
     origins = [] if model.standardization is None else [STANDARDIZATION_NOTE]
     for layer in model.layers:
+        if pads_before(layer):
+            origins.append(f"{layer.name}'s padding (left, right, top, bottom)")
         origins.append(layer.name)
         if getattr(layer, "activation", None):
             origins.append(f"{layer.name}'s {layer.activation}")
-        elif modules_per_layer(layer) == 2:
+        elif modules_per_layer(layer) - pads_before(layer) == 2:
             origins.append(f"{layer.name}'s flatten")
     lines = [
         f"        {module_source(module)},  # {index}: {origin}"

@@ -6,16 +6,19 @@ the same. Kernels go from (C_out, C_in, kh, kw) to (kh, kw, C_in, C_out), Linear
 (D_out, D_in) to (D_in, D_out); the first Linear after a Flatten of an image block has its input
 axis reordered from torch's (c, h, w) to convscope's (h, w, c).
 
-Two patterns are read differently (see interop.pytorch): a leading non-affine nn.BatchNorm2d
+Three patterns are read differently (see interop.pytorch): a leading non-affine nn.BatchNorm2d
 becomes the model's input standardisation, mean = running_mean and std = sqrt(running_var + eps),
-not a layer; nn.AdaptiveAvgPool2d(1) followed by nn.Flatten() becomes one GlobalAvgPool2D layer.
-After either, the convscope layer indices (and state_dict names) differ from the torch module
-indices; errors name the torch module's index.
+not a layer; nn.AdaptiveAvgPool2d(1) followed by nn.Flatten() becomes one GlobalAvgPool2D layer;
+nn.ZeroPad2d followed by nn.Conv2d becomes one Conv2D whose padding is their sum. After any of them,
+the convscope layer indices (and state_dict names) differ from the torch module indices; errors name
+the torch module's index.
 
-Anything convscope cannot compute exactly is refused with an error naming the module's index,
-its type and the setting: dilation, groups, padding modes other than zeros, ceil_mode, a stride
-that differs between height and width, batch normalisation without running statistics or with a
-cumulative average (momentum=None), and modules convscope does not have.
+Conv2d's stride, dilation, groups and padding (an int, a pair, 'same', 'valid'), MaxPool2d's and
+AvgPool2d's window, stride, padding, ceil_mode and count_include_pad are kept as they are. Anything
+convscope cannot compute exactly is refused with an error naming the module's index, its type and
+the setting: padding modes other than zeros, pooling with dilation, return_indices or
+divisor_override, batch normalisation without running statistics or with a cumulative average
+(momentum=None), and modules convscope does not have.
 """
 
 import numpy as np
@@ -23,9 +26,11 @@ import numpy as np
 from convscope import layers as L
 from convscope.interop.pytorch import check_flatten_order, conv_weight_from_torch, dense_weight_from_torch
 from convscope.model import Sequential, checked_standardization
+from convscope.ops import resolve_padding
 
 SUPPORTED = (
-    "Conv2d, ReLU, MaxPool2d, Flatten, Linear, Dropout, Softmax, BatchNorm2d, AdaptiveAvgPool2d(1) + Flatten"
+    "Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Linear, Dropout, Softmax, BatchNorm2d, "
+    "AdaptiveAvgPool2d(1) + Flatten, ZeroPad2d + Conv2d"
 )
 
 
@@ -40,61 +45,59 @@ def _require(where: str, setting: str, value, fits):
         )
 
 
-def _square(where: str, setting: str, value) -> int:
-    """An int, or a pair with both entries equal -> that int; anything else is an error."""
-    if isinstance(value, int):
-        return value
-    if len(value) == 2 and value[0] == value[1]:
-        return int(value[0])
-    raise ValueError(
-        f"{where}: {setting}={tuple(value)!r} is not supported (convscope needs the same {setting} for "
-        "height and width)"
-    )
-
-
-def _conv_padding(where: str, module):
-    """torch's padding ('same', 'valid' or (ph, pw)) -> convscope's ('same', 'valid' or an int)."""
-    padding = module.padding
-    if isinstance(padding, str):
-        return padding
-    kh, kw = module.kernel_size
-    if padding[0] == padding[1]:
-        return "valid" if padding[0] == 0 else int(padding[0])
-    if kh % 2 and kw % 2 and tuple(padding) == ((kh - 1) // 2, (kw - 1) // 2) and module.stride == (1, 1):
-        return "same"  # keeps the size: the same numbers as convscope's padding='same'
-    raise ValueError(
-        f"{where}: padding={tuple(padding)!r} is not supported (convscope pads height and width alike, "
-        "or uses 'same')"
-    )
-
-
-def _conv2d(where: str, module) -> L.Conv2D:
-    _require(where, "dilation", tuple(module.dilation), (1, 1))
-    _require(where, "groups", module.groups, 1)
+def _conv2d(where: str, module, zero_padding=None) -> L.Conv2D:
+    """nn.Conv2d -> Conv2D; `zero_padding` ((top, bottom), (left, right)) is an nn.ZeroPad2d's before it."""
     _require(where, "padding_mode", module.padding_mode, "zeros")
-    stride = _square(where, "stride", module.stride)
-    padding = _conv_padding(where, module)
+    padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+    if zero_padding is not None:
+        kernel, stride, dilation = (tuple(getattr(module, k)) for k in ("kernel_size", "stride", "dilation"))
+        own = resolve_padding(padding, kernel, stride, dilation)
+        (top, bottom), (left, right) = zero_padding
+        padding = ((top + own[0][0], bottom + own[0][1]), (left + own[1][0], right + own[1][1]))
     return L.Conv2D(
         module.out_channels,
         tuple(module.kernel_size),
-        stride=stride,
+        stride=tuple(module.stride),
         padding=padding,
         use_bias=module.bias is not None,
+        dilation=tuple(module.dilation),
+        groups=module.groups,
     )
 
 
-def _maxpool2d(where: str, module) -> L.MaxPool2D:
-    _require(where, "ceil_mode", module.ceil_mode, False)
-    _require(where, "return_indices", module.return_indices, False)
-    for setting, fits in (("padding", 0), ("dilation", 1)):
-        value = getattr(module, setting)
-        if value not in (fits, (fits, fits)):
+def _zero_padding(where: str, module, following) -> tuple:
+    """nn.ZeroPad2d (left, right, top, bottom) before an nn.Conv2d -> ((top, bottom), (left, right))."""
+    from torch import nn
+
+    if not isinstance(following, nn.Conv2d):
+        raise ValueError(
+            f"{where}: ZeroPad2d is supported right before an nn.Conv2d (together: a convscope Conv2D "
+            "with that padding added to its own)"
+        )
+    left, right, top, bottom = module.padding
+    if min(left, right, top, bottom) < 0:
+        raise ValueError(f"{where}: negative padding {tuple(module.padding)!r} (cropping) is not supported")
+    return ((top, bottom), (left, right))
+
+
+def _pool2d(where: str, module):
+    """nn.MaxPool2d or nn.AvgPool2d -> MaxPool2D or AvgPool2D with the same settings."""
+    from torch import nn
+
+    settings = {
+        "stride": module.stride,
+        "padding": module.padding,
+        "ceil_mode": module.ceil_mode,
+    }
+    if isinstance(module, nn.MaxPool2d):
+        _require(where, "return_indices", module.return_indices, False)
+        if module.dilation not in (1, (1, 1)):
             raise ValueError(
-                f"{where}: {setting}={value!r} is not supported (convscope needs {setting}={fits})"
+                f"{where}: dilation={module.dilation!r} is not supported (convscope needs dilation=1)"
             )
-    kernel = module.kernel_size
-    pool_size = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-    return L.MaxPool2D(pool_size, stride=_square(where, "stride", module.stride))
+        return L.MaxPool2D(module.kernel_size, **settings)
+    _require(where, "divisor_override", module.divisor_override, None)
+    return L.AvgPool2D(module.kernel_size, count_include_pad=module.count_include_pad, **settings)
 
 
 def _flatten(where: str, module) -> L.Flatten:
@@ -148,7 +151,8 @@ def _layer(index: int, module) -> L.Layer:
     where = _where(index, module)
     converters = {
         nn.Conv2d: _conv2d,
-        nn.MaxPool2d: _maxpool2d,
+        nn.MaxPool2d: _pool2d,
+        nn.AvgPool2d: _pool2d,
         nn.Flatten: _flatten,
         nn.Softmax: _softmax,
         nn.BatchNorm2d: _batchnorm2d,
@@ -157,13 +161,18 @@ def _layer(index: int, module) -> L.Layer:
         nn.Dropout: lambda _, m: L.Dropout(m.p),
     }
     if type(module) in converters:
-        try:
-            return converters[type(module)](where, module)
-        except ValueError as error:
-            if str(error).startswith(where):
-                raise
-            raise ValueError(f"{where}: {error}") from None
+        return _converted(where, converters[type(module)], module)
     raise ValueError(f"{where}: not supported; convscope has {SUPPORTED}")
+
+
+def _converted(where: str, convert, *args):
+    """convert(where, *args), with a ValueError from the layer's own checks prefixed by `where`."""
+    try:
+        return convert(where, *args)
+    except ValueError as error:
+        if str(error).startswith(where):
+            raise
+        raise ValueError(f"{where}: {error}") from None
 
 
 def _is_standardization(module) -> bool:
@@ -181,7 +190,8 @@ def _standardization(module) -> dict:
 
 def _layers(module) -> list[tuple[L.Layer, int]]:
     """(convscope layer, index of the torch module holding its weights) for the modules after a
-    leading standardisation; AdaptiveAvgPool2d(1) and its Flatten make one layer."""
+    leading standardisation; AdaptiveAvgPool2d(1) and its Flatten make one layer, and so do a ZeroPad2d
+    and the Conv2d after it."""
     from torch import nn
 
     children = list(module)
@@ -191,6 +201,13 @@ def _layers(module) -> list[tuple[L.Layer, int]]:
         if isinstance(child, nn.AdaptiveAvgPool2d):
             following = children[index + 1] if index + 1 < len(children) else None
             pairs.append((_global_avgpool2d(_where(index, child), child, following), index))
+            index += 2
+            continue
+        if isinstance(child, nn.ZeroPad2d):
+            following = children[index + 1] if index + 1 < len(children) else None
+            zero_padding = _zero_padding(_where(index, child), child, following)
+            where = _where(index + 1, following)
+            pairs.append((_converted(where, _conv2d, following, zero_padding), index + 1))
             index += 2
             continue
         pairs.append((_layer(index, child), index))

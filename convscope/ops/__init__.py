@@ -12,6 +12,7 @@ from convscope.ops.activations import (
     softmax_forward,
 )
 from convscope.ops.conv import (
+    as_pair,
     col2im,
     conv2d_backward,
     conv2d_forward,
@@ -30,16 +31,22 @@ from convscope.ops.norm import (
     update_running_statistics,
 )
 from convscope.ops.pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
     global_avgpool2d_backward,
     global_avgpool2d_forward,
     maxpool2d,
     maxpool2d_backward,
     maxpool2d_forward,
     pool_output_shape,
+    pool_padding,
 )
 
 __all__ = [
     "BatchStatistics",
+    "as_pair",
+    "avgpool2d_backward",
+    "avgpool2d_forward",
     "batchnorm2d",
     "batchnorm2d_backward",
     "batchnorm2d_forward",
@@ -62,6 +69,7 @@ __all__ = [
     "maxpool2d_forward",
     "output_size",
     "pool_output_shape",
+    "pool_padding",
     "relu",
     "relu_backward",
     "relu_forward",

@@ -186,6 +186,6 @@ def feature_map_kernel(name: str, index: int, channel: int, request: Request) ->
         "values": rounded(kernel.transpose(2, 0, 1)),
         "bias": None if bias is None else float(bias[channel]),
         "bound": bound,
-        "stride": conv.stride,
+        "stride": conv.get_config()["stride"],  # an int, or [sh, sw] when they differ
         "padding": conv.padding_arg,
     }

@@ -2,7 +2,18 @@
 
 import numpy as np
 
-from convscope import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, Softmax
+from convscope import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Softmax,
+)
 from convscope.models import seed_cnn, small_vgg
 
 LOGITS_ATOL = 1e-5
@@ -62,12 +73,43 @@ def _small_vgg_standardized():
     return model
 
 
+def _depthwise_dilated():
+    """Dilation with 'same', a depthwise conv (channel multiplier 2) with a rectangular stride and
+    asymmetric padding (a ZeroPad2d in torch), -inf padded ceil-mode max pooling with a rectangular
+    stride, ceil-mode average pooling without counting the padding."""
+    layers = [
+        Conv2D(6, 3, padding="same", dilation=2, activation="relu"),
+        Conv2D(12, 3, stride=(2, 1), padding=((0, 1), (2, 1)), groups=6),
+        MaxPool2D(3, stride=(2, 1), padding=1, ceil_mode=True),
+        AvgPool2D(2, padding=1, ceil_mode=True, count_include_pad=False),
+        Flatten(),
+        Dense(5),
+    ]
+    return Sequential(layers, input_shape=(13, 10, 3), seed=5)
+
+
+def _grouped_avgpool():
+    """Grouped rectangular kernels with a rectangular stride, ceil-mode average pooling counting
+    the padding, an even dilated kernel with 'same' (asymmetric, torch's 'same'), no bias, GAP."""
+    layers = [
+        Conv2D(4, (3, 1), stride=(1, 2), padding=(1, 0), groups=2),
+        AvgPool2D(3, stride=2, padding=1, ceil_mode=True),
+        Conv2D(4, 2, padding="same", dilation=(1, 2), use_bias=False),
+        MaxPool2D((2, 3), stride=(1, 2)),
+        GlobalAvgPool2D(),
+        Dense(3, activation="softmax"),
+    ]
+    return Sequential(layers, input_shape=(11, 17, 2), seed=6)
+
+
 ARCHITECTURES = {
     "seed-cnn": lambda: seed_cnn((28, 28, 1), 10, seed=0),
     "strided-rgb": _strided_rgb,
     "even-kernels-logits": _even_kernels_logits,
     "pointwise-wide-pool": _pointwise_wide_pool,
     "small-vgg-standardized": _small_vgg_standardized,
+    "depthwise-dilated": _depthwise_dilated,
+    "grouped-avgpool": _grouped_avgpool,
 }
 
 

@@ -119,3 +119,29 @@ def test_exports_of_a_standardised_batchnorm_model_check_out(tmp_path, capsys):
     assert "nn.AdaptiveAvgPool2d(1),  # 22: globalavgpool2d" in source
     assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "v.onnx"), "--check"]) == 0
     assert "parity ok" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("name", ["depthwise-dilated", "grouped-avgpool"])
+def test_exports_of_dilated_grouped_padded_pooled_models_check_out(name, tmp_path, capsys):
+    """The written model.py spells every new setting (a ZeroPad2d for asymmetric padding) and its
+    numbers, and the ONNX graph's, agree with convscope's under --check."""
+    model = ARCHITECTURES[name]()
+    path = tmp_path / f"{name}.convscope"
+    model.save(path)
+    assert main(["export", str(path), "--format", "torch", "--out", str(tmp_path / "t"), "--check"]) == 0
+    assert "parity ok" in capsys.readouterr().out
+    source = (tmp_path / "t" / "model.py").read_text()
+    if name == "depthwise-dilated":
+        assert "dilation=(2, 2)" in source and "groups=6" in source
+        assert "nn.ZeroPad2d((2, 1, 0, 1)),  # 2: conv2d_1's padding (left, right, top, bottom)" in source
+        assert "padding=(1, 1), ceil_mode=True" in source and "count_include_pad=False" in source
+    else:
+        assert "padding='same'" in source and "dilation=(1, 2)" in source and "groups=2" in source
+    net = load_torch_export(tmp_path / "t")
+    x = random_images(model.input_shape, n=3)
+    with torch.no_grad():
+        logits = net[:-1](images_to_torch(x)) if name == "grouped-avgpool" else net(images_to_torch(x))
+    np.testing.assert_allclose(logits.numpy(), model.forward_logits(x), rtol=0, atol=1e-5)
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--check"]) == 0
+    assert "parity ok" in capsys.readouterr().out

@@ -78,6 +78,39 @@ def test_from_torch_of_a_torch_built_model_keeps_the_flatten_order():
     assert model.class_names == list("abcd")
 
 
+def test_from_torch_of_torch_built_dilated_grouped_padded_pooled_layers():
+    """Dilation, a depthwise conv with a channel multiplier, rectangular strides, a ZeroPad2d before a
+    conv (one Conv2D with the summed padding), max and average pooling with padding and ceil_mode."""
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, (3, 2), stride=(1, 2), padding=(2, 1), dilation=(2, 1)),
+        nn.ReLU(),
+        nn.ZeroPad2d((1, 0, 2, 1)),
+        nn.Conv2d(6, 12, 3, padding=1, groups=6, bias=False),
+        nn.MaxPool2d(3, stride=(2, 1), padding=1, ceil_mode=True),
+        nn.AvgPool2d((2, 3), stride=2, padding=(1, 1), ceil_mode=True, count_include_pad=False),
+        nn.AvgPool2d(2, stride=1, padding=1),
+        nn.Flatten(),
+        nn.Linear(12 * 6 * 5, 4),
+    ).eval()
+    model = from_torch(net, (11, 9, 3))
+    conv, depthwise, maxpool, avgpool = (model.layers[i] for i in (0, 2, 3, 4))
+    assert (conv.stride, conv.dilation, conv.padding) == ((1, 2), (2, 1), ((2, 2), (1, 1)))
+    assert (depthwise.groups, depthwise.padding, depthwise.params["weight"].shape) == (
+        6,
+        ((3, 2), (2, 1)),
+        (3, 3, 1, 12),
+    )
+    assert (maxpool.stride, maxpool.padding, maxpool.ceil_mode) == ((2, 1), ((1, 1), (1, 1)), True)
+    assert (avgpool.pool_size, avgpool.count_include_pad, avgpool.ceil_mode) == ((2, 3), False, True)
+    assert sorted(model.state_dict()) == ["0.bias", "0.weight", "2.weight", "7.bias", "7.weight"]
+    x = random_images((11, 9, 3), n=4, seed=2)
+    assert_logits_close(model.forward_logits(x), torch_logits(net, x))
+    again = to_torch(model)
+    assert [type(m).__name__ for m in again][1:4] == ["ReLU", "ZeroPad2d", "Conv2d"]
+    assert_logits_close(torch_logits(again, x), torch_logits(net, x), "from_torch -> to_torch")
+
+
 UNSUPPORTED = {
     "batchnorm-not-affine-inside": (
         lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False)),
@@ -107,28 +140,33 @@ UNSUPPORTED = {
         lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1)),
         "layer 1 (AdaptiveAvgPool2d): AdaptiveAvgPool2d(1) is supported when an nn.Flatten() follows it",
     ),
-    "dilation": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), "layer 0 (Conv2d): dilation=(2, 2)"),
-    "groups": (lambda: nn.Sequential(nn.ReLU(), nn.Conv2d(2, 2, 3, groups=2)), "layer 1 (Conv2d): groups=2"),
     "padding-mode": (
         lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")),
         "layer 0 (Conv2d): padding_mode='reflect'",
     ),
-    "non-square-stride": (
-        lambda: nn.Sequential(nn.Conv2d(1, 2, 3, stride=(1, 2))),
-        "layer 0 (Conv2d): stride=(1, 2)",
+    "pool-dilation": (
+        lambda: nn.Sequential(nn.MaxPool2d(2, dilation=2)),
+        "layer 0 (MaxPool2d): dilation=2 is not supported",
     ),
-    "uneven-padding": (
-        lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=(0, 1))),
-        "layer 0 (Conv2d): padding=(0, 1)",
+    "pool-indices": (
+        lambda: nn.Sequential(nn.MaxPool2d(2, return_indices=True)),
+        "layer 0 (MaxPool2d): return_indices=True is not supported",
     ),
-    "ceil-mode": (
-        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, ceil_mode=True)),
-        "layer 1 (MaxPool2d): ceil_mode=True",
+    "avgpool-divisor": (
+        lambda: nn.Sequential(nn.AvgPool2d(2, divisor_override=3)),
+        "layer 0 (AvgPool2d): divisor_override=3 is not supported",
     ),
-    "pool-padding": (lambda: nn.Sequential(nn.MaxPool2d(3, padding=1)), "layer 0 (MaxPool2d): padding=1"),
-    "pool-stride": (
-        lambda: nn.Sequential(nn.MaxPool2d(2, stride=(2, 1))),
-        "layer 0 (MaxPool2d): stride=(2, 1)",
+    "pool-padding-over-half": (
+        lambda: nn.Sequential(nn.MaxPool2d(3, padding=2)),
+        "layer 0 (MaxPool2d): MaxPool2D: padding must be at most half the window",
+    ),
+    "zero-pad-alone": (
+        lambda: nn.Sequential(nn.ZeroPad2d(1), nn.ReLU()),
+        "layer 0 (ZeroPad2d): ZeroPad2d is supported right before an nn.Conv2d",
+    ),
+    "zero-pad-crops": (
+        lambda: nn.Sequential(nn.ZeroPad2d((0, -1, 0, 0)), nn.Conv2d(1, 2, 3)),
+        "layer 0 (ZeroPad2d): negative padding (0, -1, 0, 0) (cropping) is not supported",
     ),
     "other-layer": (
         lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()),

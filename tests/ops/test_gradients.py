@@ -71,6 +71,22 @@ CONV_CASES = {
     "5x5-same": (1, 6, 6, 2, 2, (5, 5), 1, "same"),
     "2x2-same": (2, 5, 4, 2, 3, (2, 2), 1, "same"),
     "stride3-not-divisible": (1, 8, 7, 2, 2, (3, 3), 3, 1),
+    "stride-2x1": (2, 7, 6, 2, 3, (3, 3), (2, 1), 1),
+    "stride-1x3-3x2-kernel": (1, 6, 9, 2, 2, (3, 2), (1, 3), (1, 0)),
+    "asymmetric-padding": (2, 5, 6, 2, 3, (3, 3), 1, ((0, 2), (1, 0))),
+    "asymmetric-padding-stride2": (1, 6, 5, 3, 2, (2, 3), 2, ((1, 0), (2, 1))),
+}
+
+# name: (N, H, W, C_in, C_out, (kh, kw), stride, padding, dilation, groups)
+CONV_OPTION_CASES = {
+    "dilation2-same": (2, 7, 7, 2, 3, (3, 3), 1, "same", 2, 1),
+    "dilation-2x1-valid": (1, 8, 6, 2, 2, (3, 2), 1, "valid", (2, 1), 1),
+    "dilation2-stride2-pad": (2, 9, 8, 2, 3, (3, 3), 2, 1, 2, 1),
+    "dilation-one-channel": (2, 7, 7, 1, 2, (3, 3), (1, 2), ((1, 2), (0, 1)), (1, 3), 1),
+    "groups2": (2, 6, 5, 4, 6, (3, 3), 1, "same", 1, 2),
+    "depthwise": (2, 6, 6, 3, 3, (3, 3), 1, 1, 1, 3),
+    "depthwise-multiplier2": (1, 6, 7, 3, 6, (3, 2), (2, 1), ((0, 1), (1, 1)), 1, 3),
+    "groups-dilation-stride": (1, 9, 8, 4, 4, (3, 3), (2, 1), "valid", (1, 2), 2),
 }
 
 
@@ -94,6 +110,65 @@ def test_conv2d_gradients(case):
     assert_grad(dx, loss, x, "dx")
     assert_grad(dw, loss, w, "dw")
     assert_grad(db, loss, b, "db")
+
+
+@pytest.mark.parametrize("case", list(CONV_OPTION_CASES.values()), ids=list(CONV_OPTION_CASES))
+def test_conv2d_dilation_and_groups_gradients(case):
+    n, h, w_, c_in, c_out, kernel, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(30)
+    x = rng.standard_normal((n, h, w_, c_in))
+    w = rng.standard_normal((*kernel, c_in // groups, c_out))
+    b = rng.standard_normal(c_out)
+
+    def conv():
+        return ops.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+
+    y, cache = conv()
+    pads = ops.resolve_padding(padding, kernel, stride, dilation)
+    assert y.shape == (
+        n,
+        *ops.conv_output_shape((h, w_, c_in), kernel, stride, pads, c_out, dilation)[:2],
+        c_out,
+    )
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = ops.conv2d_backward(dy, cache)
+    assert dw.shape == w.shape
+
+    def loss():
+        return float(np.sum(conv()[0] * dy))
+
+    assert_grad(dx, loss, x, "dx")
+    assert_grad(dw, loss, w, "dw")
+    assert_grad(db, loss, b, "db")
+    _, dw_only, _ = ops.conv2d_backward(dy, conv()[1], need_dx=False)
+    np.testing.assert_array_equal(dw_only, dw)
+
+
+def test_grouped_conv_is_separate_convs_over_channel_groups():
+    """groups=G is G ordinary convolutions side by side: group g's kernels on group g's channels."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 6, 5, 6))
+    w = rng.standard_normal((3, 2, 2, 9))  # 3 groups of 2 input channels, 3 kernels each
+    y, _ = ops.conv2d_forward(x, w, None, (1, 2), 1, (2, 1), groups=3)
+    parts = [
+        ops.conv2d_forward(x[..., 2 * g : 2 * g + 2], w[..., 3 * g : 3 * g + 3], None, (1, 2), 1, (2, 1))[0]
+        for g in range(3)
+    ]
+    np.testing.assert_allclose(y, np.concatenate(parts, axis=3), rtol=1e-12)
+
+
+def test_dilated_conv_is_a_conv_with_a_sparse_kernel():
+    """A 3x3 kernel with dilation 2 is the 5x5 kernel with its taps 2 apart and zeros between."""
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((1, 7, 8, 2))
+    w = rng.standard_normal((3, 3, 2, 3))
+    sparse = np.zeros((5, 5, 2, 3))
+    sparse[::2, ::2] = w
+    np.testing.assert_allclose(
+        ops.conv2d_forward(x, w, None, 1, "same", dilation=2)[0],
+        ops.conv2d_forward(x, sparse, None, 1, "same")[0],
+        rtol=1e-12,
+    )
 
 
 def test_conv2d_same_keeps_size_and_matches_explicit_padding():
@@ -155,6 +230,73 @@ def test_maxpool2d_gradients(case):
     dy = rng.standard_normal(y.shape)
     dx = ops.maxpool2d_backward(dy, cache)
     assert_grad(dx, lambda: float(np.sum(ops.maxpool2d_forward(x, pool_size, stride)[0] * dy)), x, "dx")
+
+
+# name: (N, H, W, C, pool_size, stride, padding, ceil_mode)
+POOL_OPTION_CASES = {
+    "3x3-s2-pad1": (2, 7, 6, 2, (3, 3), 2, 1, False),
+    "2x2-ceil": (2, 7, 5, 2, (2, 2), 2, 0, True),
+    "3x3-s2-pad1-ceil": (1, 8, 7, 2, (3, 3), 2, 1, True),
+    "3x2-s-2x1-pad-1x0-ceil": (1, 7, 6, 2, (3, 2), (2, 1), (1, 0), True),
+    "2x3-s-1x2-pad-0x1": (2, 5, 8, 2, (2, 3), (1, 2), (0, 1), False),
+    "4x4-s3-pad2-ceil": (1, 9, 10, 2, (4, 4), 3, 2, True),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_OPTION_CASES.values()), ids=list(POOL_OPTION_CASES))
+def test_maxpool2d_padding_and_ceil_mode_gradients(case):
+    n, h, w, c, pool_size, stride, padding, ceil_mode = case
+    rng = np.random.default_rng(33)
+    x = rng.permutation(n * h * w * c).reshape(n, h, w, c) / 10.0 - 5.0  # distinct, many negative
+
+    def pool():
+        return ops.maxpool2d_forward(x, pool_size, stride, padding, ceil_mode)
+
+    y, cache = pool()
+    assert cache[0] == "padded" and np.isfinite(y).all()  # -inf padding never wins a window
+    assert (
+        y.shape[1:3]
+        == ops.pool_output_shape(
+            (h, w, c), pool_size, stride, ops.pool_padding(padding, pool_size), ceil_mode
+        )[:2]
+    )
+    np.testing.assert_array_equal(ops.maxpool2d(x, pool_size, stride, padding, ceil_mode), y)
+    dy = rng.standard_normal(y.shape)
+    dx = ops.maxpool2d_backward(dy, cache)
+    assert_grad(dx, lambda: float(np.sum(pool()[0] * dy)), x, "dx")
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["count-pad", "skip-pad"])
+@pytest.mark.parametrize(
+    "case",
+    [(2, 6, 6, 3, (2, 2), None, 0, False), *POOL_OPTION_CASES.values()],
+    ids=["2x2", *POOL_OPTION_CASES],
+)
+def test_avgpool2d_gradients(case, count_include_pad):
+    n, h, w, c, pool_size, stride, padding, ceil_mode = case
+    rng = np.random.default_rng(34)
+    x = rng.standard_normal((n, h, w, c))
+
+    def pool():
+        return ops.avgpool2d_forward(x, pool_size, stride, padding, ceil_mode, count_include_pad)
+
+    y, cache = pool()
+    assert y.dtype == np.float64
+    dy = rng.standard_normal(y.shape)
+    dx = ops.avgpool2d_backward(dy, cache)
+    assert_grad(dx, lambda: float(np.sum(pool()[0] * dy)), x, "dx")
+
+
+def test_avgpool2d_divisors_follow_torch():
+    """Ones in, so each output is (image pixels in the window) / divisor: with count_include_pad the
+    divisor counts the padding but not a ceil-mode window's overhang past it."""
+    x = np.ones((1, 3, 3, 1))
+    counted = ops.avgpool2d_forward(x, 2, 2, 1, ceil_mode=True, count_include_pad=True)[0][0, :, :, 0]
+    np.testing.assert_allclose(counted, [[1 / 4, 2 / 4], [2 / 4, 4 / 4]])
+    skipped = ops.avgpool2d_forward(x, 2, 2, 1, ceil_mode=True, count_include_pad=False)[0]
+    np.testing.assert_array_equal(skipped, 1.0)
+    overhang = ops.avgpool2d_forward(np.ones((1, 4, 4, 1)), 3, 2, 0, ceil_mode=True)[0][0, :, :, 0]
+    np.testing.assert_allclose(overhang, [[1, 1], [1, 1]])  # last window: 2x2 pixels, divided by 2x2
 
 
 def reference_maxpool(x, pool_size, stride, dy):
@@ -396,8 +538,16 @@ def check_layer(layer, x, rng):
         {"filters": 3, "kernel_size": 3, "activation": "relu"},
         {"filters": 3, "kernel_size": 3, "stride": 2, "padding": 1, "activation": "relu"},
         {"filters": 2, "kernel_size": (3, 5), "padding": "valid", "activation": None, "use_bias": False},
+        {"filters": 4, "kernel_size": 3, "dilation": (2, 1), "groups": 2, "stride": (1, 2), "padding": 1},
+        {"filters": 6, "kernel_size": (2, 3), "groups": 2, "padding": ((1, 0), (0, 2)), "use_bias": False},
     ],
-    ids=["same-relu", "stride2-pad1-relu", "3x5-valid-nobias"],
+    ids=[
+        "same-relu",
+        "stride2-pad1-relu",
+        "3x5-valid-nobias",
+        "dilated-grouped-rect-stride",
+        "depthwise-x3-asym",
+    ],
 )
 def test_conv2d_layer_gradients(kwargs):
     rng = np.random.default_rng(13)
@@ -405,7 +555,7 @@ def test_conv2d_layer_gradients(kwargs):
     x = rng.standard_normal((2, 6, 7, 2))
     if layer.activation == "relu":  # keep every pre-activation clear of the kink
         z, _ = ops.conv2d_forward(
-            x, layer.params["weight"], layer.params["bias"], layer.stride, layer.padding
+            x, layer.params["weight"], layer.params["bias"], layer.stride, layer.padding, layer.dilation
         )
         assert np.abs(z).min() > 1e-3
     check_layer(layer, x, rng)
@@ -431,6 +581,23 @@ def test_maxpool2d_layer_gradients(pool_size, stride):
     x = rng.permutation(2 * 7 * 8 * 2).reshape(2, 7, 8, 2) / 10.0
     check_layer(layer, x, rng)
     assert layer.forward(x).shape[1:] == layer.output_shape
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: layers.MaxPool2D(3, stride=(2, 1), padding=1, ceil_mode=True),
+        lambda: layers.AvgPool2D(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        lambda: layers.AvgPool2D((2, 3), stride=(1, 2), padding=(1, 0)),
+    ],
+    ids=["maxpool-pad-ceil", "avgpool-pad-ceil-skip-pad", "avgpool-rect"],
+)
+def test_padded_pooling_layer_gradients(layer):
+    rng = np.random.default_rng(35)
+    pooling = build_float64(layer(), (7, 8, 2))
+    x = rng.permutation(2 * 7 * 8 * 2).reshape(2, 7, 8, 2) / 10.0
+    check_layer(pooling, x, rng)
+    assert pooling.forward(x).shape[1:] == pooling.output_shape
 
 
 def test_flatten_relu_softmax_layer_gradients():

@@ -83,6 +83,56 @@ def test_conv2d_matches_torch(case):
     assert_close(db, bt.grad, "db")
 
 
+# name: (N, H, W, C_in, C_out, kernel, stride, padding, dilation, groups)
+CONV_OPTION_CASES = {
+    "dilation2-same": (2, 9, 9, 3, 4, 3, 1, "same", 2, 1),
+    "dilation-1x3-pad": (2, 8, 11, 2, 3, 3, 1, (1, 3), (1, 3), 1),
+    "dilation-even-same": (1, 7, 8, 2, 3, (2, 2), 1, "same", (1, 2), 1),
+    "stride-2x1-3x5": (2, 9, 10, 3, 4, (3, 5), (2, 1), (1, 2), 1, 1),
+    "stride-1x3-one-channel": (2, 8, 13, 1, 4, 3, (1, 3), 1, 1, 1),
+    "asymmetric-padding": (2, 7, 6, 3, 4, 3, 1, ((0, 2), (1, 0)), 1, 1),
+    "asymmetric-stride2-dilation2": (1, 10, 9, 2, 3, 3, 2, ((2, 1), (0, 3)), 2, 1),
+    "groups2": (2, 8, 7, 4, 6, 3, 1, 1, 1, 2),
+    "depthwise": (2, 8, 8, 6, 6, 3, 1, "same", 1, 6),
+    "depthwise-multiplier3-stride2": (2, 9, 8, 4, 12, 3, 2, 1, 1, 4),
+    "groups-dilation-rect-stride-asym": (1, 11, 10, 6, 9, (3, 2), (2, 1), ((1, 0), (2, 2)), (2, 1), 3),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("case", list(CONV_OPTION_CASES.values()), ids=list(CONV_OPTION_CASES))
+def test_conv2d_options_match_torch(case):
+    """Dilation, groups (depthwise with a channel multiplier), rectangular strides and asymmetric
+    padding (torch: F.pad, then an unpadded conv) -- y, dx, dw, db."""
+    n, h, w_, c_in, c_out, kernel, stride, padding, dilation, groups = case
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    rng = np.random.default_rng(8)
+    bound = 1.0 / np.sqrt(kh * kw * c_in // groups)
+    x = rng.uniform(-1, 1, (n, h, w_, c_in)).astype(np.float32)
+    w = rng.uniform(-bound, bound, (kh, kw, c_in // groups, c_out)).astype(np.float32)
+    b = rng.uniform(-bound, bound, c_out).astype(np.float32)
+
+    y, cache = ops.conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    assert y.dtype == np.float32
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx, dw, db = ops.conv2d_backward(dy, cache)
+
+    xt = images_to_torch(x).requires_grad_()
+    wt = conv_weight_to_torch(w).requires_grad_()
+    bt = torch.from_numpy(b).requires_grad_()
+    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
+        (top, bottom), (left, right) = padding
+        yt = F.conv2d(F.pad(xt, (left, right, top, bottom)), wt, bt, stride, 0, dilation, groups)
+    else:
+        yt = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    (yt * images_to_torch(dy)).sum().backward()
+
+    assert_close(y, images_from_torch(yt), "y")
+    assert_close(dx, images_from_torch(xt.grad), "dx")
+    assert_close(dw, conv_weight_from_torch(wt.grad), "dw")
+    assert_close(db, bt.grad, "db")
+
+
 # ---------------------------------------------------------------- max pooling
 
 POOL_CASES = {
@@ -120,6 +170,61 @@ def test_maxpool2d_matches_torch(case, values):
     np.testing.assert_array_equal(y, images_from_torch(yt))
     np.testing.assert_allclose(dx, images_from_torch(xt.grad), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(dx != 0, images_from_torch(xt.grad) != 0)
+
+
+# name: (N, H, W, C, kernel, stride, padding, ceil_mode)
+POOL_OPTION_CASES = {
+    "3x3-s2-pad1": (2, 9, 8, 3, 3, 2, 1, False),
+    "2x2-ceil-odd": (2, 9, 7, 3, 2, 2, 0, True),
+    "3x3-s2-pad1-ceil": (2, 8, 9, 2, 3, 2, 1, True),
+    "2x2-s2-pad1-ceil-drops-last": (1, 5, 5, 2, 2, 2, 1, True),  # a window starting in padding: dropped
+    "2x3-s-2x1-pad-1x1-ceil": (2, 7, 8, 2, (2, 3), (2, 1), (1, 1), True),
+    "3x2-s-1x2-pad-1x0": (1, 6, 9, 3, (3, 2), (1, 2), (1, 0), False),
+    "5x5-s3-pad2-ceil": (1, 11, 12, 2, 5, 3, 2, True),
+}
+
+
+@pytest.mark.parametrize("values", list(VALUES))
+@pytest.mark.parametrize("case", list(POOL_OPTION_CASES.values()), ids=list(POOL_OPTION_CASES))
+def test_maxpool2d_padding_and_ceil_mode_match_torch(case, values):
+    n, h, w, c, k, stride, padding, ceil_mode = case
+    rng = np.random.default_rng(9)
+    x = (VALUES[values](rng, (n, h, w, c)) - 0.5).astype(np.float32)  # negative values beside the padding
+    y, cache = ops.maxpool2d_forward(x, k, stride, padding, ceil_mode)
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx = ops.maxpool2d_backward(dy, cache)
+
+    xt = images_to_torch(x).requires_grad_()
+    yt = F.max_pool2d(xt, k, stride, padding, ceil_mode=ceil_mode)
+    (yt * images_to_torch(dy)).sum().backward()
+
+    np.testing.assert_array_equal(y, images_from_torch(yt))
+    np.testing.assert_allclose(dx, images_from_torch(xt.grad), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(dx != 0, images_from_torch(xt.grad) != 0)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["count-pad", "skip-pad"])
+@pytest.mark.parametrize(
+    "case",
+    [(2, 8, 8, 3, 2, 2, 0, False), (2, 9, 7, 2, 3, 1, 0, False), *POOL_OPTION_CASES.values()],
+    ids=["2x2", "3x3-s1", *POOL_OPTION_CASES],
+)
+def test_avgpool2d_matches_torch(case, count_include_pad):
+    n, h, w, c, k, stride, padding, ceil_mode = case
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    y, cache = ops.avgpool2d_forward(x, k, stride, padding, ceil_mode, count_include_pad)
+    assert y.dtype == np.float32
+    dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+    dx = ops.avgpool2d_backward(dy, cache)
+    assert dx.dtype == np.float32
+
+    xt = images_to_torch(x).requires_grad_()
+    yt = F.avg_pool2d(xt, k, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    (yt * images_to_torch(dy)).sum().backward()
+
+    assert_close(y, images_from_torch(yt), "y")
+    assert_close(dx, images_from_torch(xt.grad), "dx")
 
 
 # ---------------------------------------------------------------- dense and the loss
