@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convscope.model import check_images, check_labels
+from convscope.checkpoint import TrainingState, data_checksum, load_checkpoint, save_checkpoint
+from convscope.checks import check_images, check_labels
 from convscope.optim import Adam, NonFiniteGradient
 
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -215,8 +216,6 @@ def fit(
     weights of the best epoch. early_stop: stop when that metric (val_loss without keep_best) has not
     improved for this many epochs. Raises TrainingDiverged on a NaN or infinite loss or gradient.
     """
-    from convscope.checkpoint import TrainingState, data_checksum, load_checkpoint
-
     x = model._prepare(x)
     if x.shape[0] == 0:
         raise ValueError("fit needs at least one training image")
@@ -369,8 +368,6 @@ def _where(epoch: int, batch: int) -> str:
 
 
 def _save(run: _Run, state) -> None:
-    from convscope.checkpoint import save_checkpoint
-
     save_checkpoint(run.checkpoint, run.model, state)
     run.saved = (run.checkpoint, state.epoch, state.batch)
     if state.batch and run.verbose:

@@ -6,12 +6,12 @@ then (when given) the training curves and the evaluation on a test set.
 
 import numpy as np
 
+from convscope.checks import check_images
 from convscope.explain import feature_maps, learned, plots
 from convscope.explain.figures import shape_text
 from convscope.explain.patches import top_patches
 from convscope.explain.receptive import receptive_fields
 from convscope.explain.report import Section
-from convscope.model import check_images
 
 PATCH_LAYERS = 2  # top patches for the first two conv layers
 
