@@ -5,22 +5,23 @@ explain; data: data download, data list; serve: bench, export, serve); the optio
 options they share are in options.py.
 """
 
-import argparse
 import sys
 
 from convscope.cli import data, evaluate, explain, serve, train
+from convscope.cli.options import Parser, show_defaults
 
 
 def build_parser():
     from convscope import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="convscope", description="Build, train and look inside a convolutional neural network."
     )
     parser.add_argument("--version", action="version", version=f"convscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (train, evaluate, explain, data, serve):
         group.add_commands(commands)
+    show_defaults(parser)
     return parser
 
 
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     from convscope.train import TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "check", None) is not None:
+        args.check(args)  # what involves several flags or the file system, still before any work
     try:
         args.run(args)
     except (ValueError, OSError, TrainingDiverged) as error:

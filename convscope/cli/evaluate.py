@@ -2,7 +2,15 @@
 
 import os
 
-from convscope.cli.options import TTA_HELP, add_data_arguments, load_split, print_accuracy, report_lead
+from convscope.cli.options import (
+    TTA_HELP,
+    add_data_arguments,
+    check_classes_match,
+    load_split,
+    positive_int,
+    print_accuracy,
+    report_lead,
+)
 
 
 def _check_tta(args, model):
@@ -26,6 +34,7 @@ def cmd_evaluate(args):
             f"{args.model} expects images of {model.input_shape}, "
             f"{args.dataset} has {dataset.images.shape[1:]}"
         )
+    check_classes_match(model, args.model, dataset, args.dataset)
     print_accuracy(model, dataset, args.split, tta=args.tta)
     if args.report:
         from convscope.explain.report import picture_file_names, write_report
@@ -66,7 +75,12 @@ def add_commands(commands):
     evaluate = commands.add_parser("evaluate", help="print a saved model's test accuracy")
     evaluate.add_argument("model", help="a .convscope model file")
     add_data_arguments(evaluate, "digits")
-    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument(
+        "--split",
+        choices=("train", "test"),
+        default="test",
+        help="which split to score (default %(default)s)",
+    )
     evaluate.add_argument(
         "--report", metavar="DIR", help="also write a confusion matrix and the most confident mistakes here"
     )
@@ -80,7 +94,9 @@ def add_commands(commands):
     predict = commands.add_parser("predict", help="classify image files with a saved model")
     predict.add_argument("model", help="a .convscope model file")
     predict.add_argument("images", nargs="+", help="PNG, JPEG or other image files")
-    predict.add_argument("--top", type=int, default=3, help="how many classes to list per image")
+    predict.add_argument(
+        "--top", type=positive_int, default=3, help="how many classes to list per image (default %(default)s)"
+    )
     predict.add_argument("--invert", action="store_true", help="invert gray levels before predicting")
     predict.add_argument(
         "--tta",

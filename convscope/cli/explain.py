@@ -4,6 +4,7 @@ from convscope.cli.options import (
     REPORT_TITLE,
     check_dataset_fits,
     load_split,
+    non_negative_int,
     padding,
     positive_int,
     report_lead,
@@ -98,18 +99,31 @@ def add_commands(commands):
         "--kernel",
         default="vertical_line",
         help="a classic kernel (vertical_line, horizontal_line, sobel_x, sobel_y, laplacian, sharpen, "
-        "box_blur, gaussian_blur, gaussian_blur_5x5, emboss, identity) or rows like '0 1 0; 0 1 0; 0 1 0'",
+        "box_blur, gaussian_blur, gaussian_blur_5x5, emboss, identity) or rows like '0 1 0; 0 1 0; 0 1 0' "
+        "(default %(default)s)",
     )
-    convolve.add_argument("--padding", type=padding, default="valid", help="same, valid or N")
-    convolve.add_argument("--stride", type=positive_int, default=1)
+    convolve.add_argument(
+        "--padding",
+        type=padding,
+        default="valid",
+        help="same, valid or N zero pixels on every side (default %(default)s)",
+    )
+    convolve.add_argument(
+        "--stride", type=positive_int, default=1, help="step of the kernel, in pixels (default %(default)s)"
+    )
     convolve.add_argument(
         "--per-channel", action="store_true", help="one map per colour channel instead of their sum"
     )
     convolve.add_argument("--gray", action="store_true", help="convert the image to grayscale first")
     convolve.add_argument(
-        "--max-side", type=positive_int, default=800, help="shrink bigger images to this side"
+        "--max-side",
+        type=positive_int,
+        default=800,
+        help="shrink bigger images to this side (default %(default)s)",
     )
-    convolve.add_argument("--out", default="convolve.png", help="the figure to write (.png)")
+    convolve.add_argument(
+        "--out", default="convolve.png", help="the figure to write, .png (default %(default)s)"
+    )
     convolve.set_defaults(run=cmd_convolve)
 
     explain = commands.add_parser(
@@ -124,14 +138,24 @@ def add_commands(commands):
         "(default: the bundled digits when the model takes 8x8x1 images, else none)",
     )
     explain.add_argument("--data-dir", help="folder with the data set's files (IDX for mnist, fashion-mnist)")
-    explain.add_argument("--index", type=int, help="explain this image of the data set's --split instead")
-    explain.add_argument("--split", choices=("train", "test"), default="test")
+    explain.add_argument(
+        "--index", type=non_negative_int, help="explain this image of the data set's --split instead (from 0)"
+    )
+    explain.add_argument(
+        "--split",
+        choices=("train", "test"),
+        default="test",
+        help="the split of --index (default %(default)s)",
+    )
     explain.add_argument(
         "--patch-images",
-        type=int,
+        type=non_negative_int,
         default=DEFAULT_PATCH_IMAGES,
-        help="how many training images of --dataset to search for each kernel's top patches (0: none)",
+        help="how many training images of --dataset to search for each kernel's top patches (default "
+        "%(default)s; 0: none)",
     )
     explain.add_argument("--invert", action="store_true", help="invert the image's gray levels first")
-    explain.add_argument("--out", default="explain-output", help="folder for report.html and the PNGs")
+    explain.add_argument(
+        "--out", default="explain-output", help="folder for report.html and the PNGs (default %(default)s)"
+    )
     explain.set_defaults(run=cmd_explain)

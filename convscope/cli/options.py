@@ -3,6 +3,7 @@ own words), the data-set options and how a data set is loaded for a command."""
 
 import argparse
 import math
+import os
 import sys
 
 REPORT_TITLE = "Inside a convolutional neural network"
@@ -10,6 +11,41 @@ TTA_HELP = (
     "test-time augmentation: average the class probabilities of each image and its mirror image "
     "(for models trained with --augment)"
 )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with each mistake on one line (`convscope train: error: argument --epochs: ...`), and a
+    `check` hook: a command's function run on the parsed arguments, before any work, for what involves
+    several flags or the file system (it calls `fail`)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def fail(self, flag: str, problem: str):
+        """Stop with `argument FLAG: PROBLEM`, worded like argparse's own errors."""
+        self.error(f"argument {flag}: {problem}")
+
+
+def show_defaults(parser):
+    """Append '(default X)' to the help of every option of `parser` and its subcommands that has a default
+    and does not mention it yet (such as those other modules add: bench's, export's, serve's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+        elif action.option_strings and action.help and "default" not in action.help:
+            if action.default not in (None, False, [], argparse.SUPPRESS):
+                action.help += " (default %(default)s)"
+
+
+def plural(count: int, word: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def shape_text(shape) -> str:
+    """(28, 28, 1) -> '28x28x1': height x width (x channels), the order of the arrays."""
+    return "x".join(map(str, shape))
 
 
 # option types: each turns the text of one flag into its value, or says what fits
@@ -50,6 +86,36 @@ def non_negative_float(text):
     return float_in(text, 0.0, math.inf, "a number >= 0")
 
 
+def positive_float(text):
+    value = float_in(text, 0.0, math.inf, "a number > 0")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def fraction(text):
+    """A number strictly between 0 and 1 (a share of the images)."""
+    value = float_in(text, 0.0, 1.0, "a number between 0 and 1, like 0.1")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, like 0.1, got {text!r}")
+    return value
+
+
+def whole_number(text):
+    """Any whole number, negative included (a seed)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
+def existing_file(text):
+    if os.path.isfile(text):
+        return text
+    what = "a folder, not a file" if os.path.isdir(text) else "no such file"
+    raise argparse.ArgumentTypeError(f"{text}: {what}")
+
+
 def smoothing(text):
     return float_in(text, 0.0, 1.0, "a number from 0 up to (not including) 1")
 
@@ -69,7 +135,9 @@ def add_data_arguments(sub, default_dataset):
     """--dataset, --data-dir and the folder:PATH options."""
     from convscope.data import DATASETS
 
-    sub.add_argument("--dataset", default=default_dataset, help=f"one of: {', '.join(DATASETS)}")
+    sub.add_argument(
+        "--dataset", default=default_dataset, help=f"one of: {', '.join(DATASETS)} (default %(default)s)"
+    )
     sub.add_argument(
         "--data-dir", help="folder with the data set's files (IDX for mnist, fashion-mnist; CIFAR binary)"
     )
@@ -88,7 +156,7 @@ def add_folder_arguments(sub):
     group.add_argument("--grayscale", action="store_true", help="read the images as 1-channel grayscale")
     group.add_argument(
         "--val-fraction",
-        type=float,
+        type=fraction,
         metavar="F",
         help="share of each class held out as the test split, drawn with seed 0 (default 0.2; a folder "
         "with train/ and test/ subfolders uses those); give evaluate the same value as train",
@@ -107,13 +175,32 @@ def load_split(dataset, data_dir, split, args=None, input_shape=None):
     from convscope import data
 
     if dataset != "folder" and not dataset.startswith("folder:"):
-        return data.load(dataset, data_dir=data_dir, split=split)
+        return data.check_every_class_present(
+            data.load(dataset, data_dir=data_dir, split=split), dataset, split
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", data.SkippedImagesWarning)
         loaded = data.load(dataset, data_dir=data_dir, split=split, **folder_options(args, input_shape))
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    return loaded
+    return data.check_every_class_present(loaded, dataset, split)
+
+
+def check_classes_match(model, model_path, loaded, dataset):
+    """A ValueError when `loaded` (a Dataset) has another number of classes than the model; a warning
+    when their names differ (a Fashion-MNIST model scored on MNIST digits: the ids mean other things)."""
+    if len(loaded.class_names) != model.num_classes:
+        raise ValueError(
+            f"{model_path} tells {model.num_classes} classes apart, data set {dataset!r} has "
+            f"{len(loaded.class_names)} ({', '.join(map(str, loaded.class_names))})"
+        )
+    if model.class_names and list(model.class_names) != list(loaded.class_names):
+        print(
+            f"warning: {model_path} was trained on the classes {', '.join(map(str, model.class_names))}, "
+            f"but data set {dataset!r} names its classes {', '.join(map(str, loaded.class_names))}: "
+            "its scores compare class ids that may not mean the same things",
+            file=sys.stderr,
+        )
 
 
 def folder_options(args, input_shape):

@@ -5,13 +5,18 @@ import os
 from convscope.cli.options import (
     REPORT_TITLE,
     add_data_arguments,
+    existing_file,
+    fraction,
     load_split,
     non_negative_float,
     non_negative_int,
+    plural,
+    positive_float,
     positive_int,
     print_accuracy,
     report_lead,
     smoothing,
+    whole_number,
 )
 
 DEMO_EPOCHS = 30
@@ -51,7 +56,13 @@ def cmd_demo(args):
     )
     model.summary()
     model.compile(SGD(lr=DEMO_LR, momentum=0.9))
-    print(f"training: SGD lr={DEMO_LR} momentum=0.9, batch 32, {args.epochs} epochs, seed {args.seed}")
+    print(
+        f"training: SGD lr={DEMO_LR} momentum=0.9, batch 32, {plural(args.epochs, 'epoch')}, seed {args.seed}"
+    )
+    print(
+        f"after each epoch, val_loss and val_accuracy are measured on the {len(test.labels)} test images "
+        "(they do not steer the training)"
+    )
     history = model.fit(
         train.images,
         train.labels,
@@ -83,8 +94,9 @@ def _write_demo_report(model, history, train, test, out_dir):
         + [
             training_section(
                 history,
-                f"The validation curves are the {len(test.labels)} test images, "
+                f"The test curves are the {len(test.labels)} test images, "
                 "measured after each epoch; they do not steer the training.",
+                held_out="test",
             ),
             evaluation_section(model, test.images, test.labels),
         ]
@@ -121,7 +133,8 @@ def cmd_train(args):
         augment = Augmentation(flip=True, crop_padding=crop_padding)
     print(
         f"training: {args.optimizer} lr {lr} ({args.schedule} schedule), weight decay {args.weight_decay}, "
-        f"label smoothing {smooth}, batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, "
+        f"label smoothing {smooth}, batch {args.batch_size}, {plural(args.epochs, 'epoch')}, "
+        f"seed {args.seed}, "
         f"augmentation {f'flip + crop shifting up to {crop_padding} pixels' if augment else 'off'}"
     )
     model.fit(
@@ -152,14 +165,34 @@ def _reliability_options(args, train):
             f"validation: {len(train.labels) - len(labels)} of the {len(train.labels)} training images held "
             f"out (--val-split {args.val_split}, seed {args.seed})"
         )
-    for option in ("checkpoint", "resume"):
-        path = getattr(args, option)
-        if path is not None and os.path.abspath(path) == os.path.abspath(args.out):
-            raise ValueError(f"--{option} and --out must be different files, got {path} for both")
     options.update(
         checkpoint=args.checkpoint, resume=args.resume, keep_best=args.keep_best, early_stop=args.early_stop
     )
     return images, labels, options
+
+
+def _check_output(parser, flag: str, path: str, force: bool):
+    """--out and --checkpoint may replace a convscope model or checkpoint, anything else only with --force."""
+    from convscope.model_file import is_model_file
+
+    if os.path.isdir(path):
+        parser.fail(flag, f"{path} is a folder; give the file to write")
+    if os.path.exists(path) and not force and not is_model_file(path):
+        parser.fail(flag, f"{path} exists and is not a convscope model: give --force to overwrite it")
+
+
+def check_train_arguments(parser, args):
+    """What argparse cannot check flag by flag; stops at the first problem, before any data is read."""
+    if args.keep_best in ("val_accuracy", "val_loss") and args.val_split is None:
+        parser.fail("--keep-best", f"{args.keep_best} is measured on held-out images: give --val-split too")
+    if args.early_stop is not None and args.keep_best is None and args.val_split is None:
+        parser.fail("--early-stop", "watches val_loss: give --val-split too (or --keep-best loss)")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--resume", args.resume)):
+        if path is not None and os.path.abspath(path) == os.path.abspath(args.out):
+            parser.fail(flag, f"must be another file than --out, got {path} for both")
+    _check_output(parser, "--out", args.out, args.force)
+    if args.checkpoint is not None and args.checkpoint != args.resume:
+        _check_output(parser, "--checkpoint", args.checkpoint, args.force)
 
 
 def add_reliability_arguments(train):
@@ -167,7 +200,7 @@ def add_reliability_arguments(train):
     group = train.add_argument_group("long runs")
     group.add_argument(
         "--val-split",
-        type=float,
+        type=fraction,
         metavar="FRACTION",
         help="hold out this fraction of the training images (drawn with --seed), validate after each epoch",
     )
@@ -179,6 +212,7 @@ def add_reliability_arguments(train):
     )
     group.add_argument(
         "--resume",
+        type=existing_file,
         metavar="PATH",
         help="continue the run saved in checkpoint PATH (and keep writing it unless --checkpoint is given); "
         "give the same data and options: the result is bit-identical to a run that never stopped",
@@ -202,9 +236,17 @@ def add_commands(commands):
     demo = commands.add_parser(
         "demo", help="convolve a photo, train the seed CNN on the bundled digits, write the report (offline)"
     )
-    demo.add_argument("--out-dir", default="demo-output", help="where to write model.convscope, report.html")
-    demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--out-dir",
+        default="demo-output",
+        help="where to write model.convscope, report.html (default %(default)s)",
+    )
+    demo.add_argument(
+        "--epochs", type=positive_int, default=DEMO_EPOCHS, help="passes over the data (default %(default)s)"
+    )
+    demo.add_argument(
+        "--seed", type=whole_number, default=0, help="seeds the weights and the batches (default %(default)s)"
+    )
     demo.add_argument("--no-report", action="store_true", help="only train and save the model")
     demo.set_defaults(run=cmd_demo)
 
@@ -214,30 +256,40 @@ def add_commands(commands):
         "--model",
         choices=("seed", "small-vgg"),
         default="seed",
-        help="seed (default): the article's CNN, conv 16 + conv 32 + dense 128, fast; its recipe: "
-        "--augment (2-pixel shifts) --epochs 15; small-vgg: three blocks of [conv 3x3 + batch norm + ReLU] "
-        "x 2 + max pool (32, 64, 128 kernels), global average pooling, dropout 0.3 (289k parameters, "
-        "about 400 images/s on 32x32x3 with 2 cores); its recipe: --augment (4-pixel shifts) --epochs 60, "
-        "label smoothing 0.1, then evaluate --tta; both with the adam / onecycle / batch 64 defaults",
+        help="seed (default): the article's CNN, conv 16 + conv 32 + dense 128, fast; small-vgg: three "
+        "blocks of [conv 3x3 + batch norm + ReLU] x 2 + max pool (32, 64, 128 kernels), global average "
+        "pooling, dropout 0.3 (289k parameters, about 400 images/s on 32x32x3 with 2 cores). The model "
+        "sets the defaults of --crop-padding and --label-smoothing; every other default is the same for "
+        "both, and --augment stays off unless given. The README's cats-vs-dogs figures add --augment "
+        "--epochs 15 (seed) or --augment --epochs 60 and evaluate --tta (small-vgg)",
     )
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument(
+        "--epochs", type=positive_int, default=10, help="passes over the data (default %(default)s)"
+    )
+    train.add_argument(
+        "--batch-size", type=positive_int, default=64, help="images per optimiser step (default %(default)s)"
+    )
     train.add_argument(
         "--optimizer",
         choices=("adam", "sgd"),
         default="adam",
-        help="adam (default lr 3e-3) or sgd with momentum 0.9 (default lr 0.05)",
+        help="adam (default, lr 3e-3) or sgd with momentum 0.9 (lr 0.05)",
     )
-    train.add_argument("--lr", type=float, help="learning rate (the peak of the schedule)")
+    train.add_argument(
+        "--lr", type=positive_float, help="learning rate, the peak of the schedule (default: the optimizer's)"
+    )
     train.add_argument(
         "--schedule",
         choices=("onecycle", "cosine", "none"),
         default="onecycle",
-        help="learning-rate schedule: one-cycle (warm up to --lr over 30%% of the steps, then anneal), "
-        "cosine decay from --lr, or a constant --lr",
+        help="learning-rate schedule: one-cycle (default: warm up to --lr over 30%% of the steps, then "
+        "anneal), cosine decay from --lr, or a constant --lr",
     )
     train.add_argument(
-        "--augment", action="store_true", help="random horizontal flips and shifts (random padded crops)"
+        "--augment",
+        action="store_true",
+        help="random horizontal flips and shifts (random padded crops); off by default (flips suit photos, "
+        "not digits)",
     )
     train.add_argument(
         "--crop-padding",
@@ -258,14 +310,24 @@ def add_commands(commands):
         type=non_negative_float,
         default=0.0,
         metavar="W",
-        help="L2 penalty added to the gradients by the optimiser (default 0)",
+        help="L2 penalty added to the gradients by the optimiser (default %(default)s)",
     )
     train.add_argument(
         "--no-standardize",
         action="store_true",
         help="feed [0, 1] pixels as they are (default: standardise each channel, stats kept in the model)",
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="model.convscope", help="model file to write")
+    train.add_argument(
+        "--seed",
+        type=whole_number,
+        default=0,
+        help="seeds the weights, the batches, augmentation, dropout and --val-split (default %(default)s)",
+    )
+    train.add_argument("--out", default="model.convscope", help="model file to write (default %(default)s)")
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="let --out and --checkpoint replace a file that is not a convscope model",
+    )
     add_reliability_arguments(train)
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(run=cmd_train, check=lambda args: check_train_arguments(train, args))

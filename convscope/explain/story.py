@@ -172,8 +172,9 @@ def layer_sections(model, image: np.ndarray, patch_images=None) -> list:
     return sections
 
 
-def training_section(history, note: str = "") -> Section:
-    """Loss and accuracy per epoch; `note` is added to the text (say where validation data came from)."""
+def training_section(history, note: str = "", held_out: str = "validation") -> Section:
+    """Loss and accuracy per epoch; `note` is added to the text (say where validation data came from),
+    `held_out` names those curves ("test" when fit's validation_data was the test split)."""
     section = Section(
         "training",
         "training",
@@ -182,7 +183,7 @@ def training_section(history, note: str = "") -> Section:
         "a step against their gradients; the kernels above are what this produced."
         + (f" {note}" if note else ""),
     )
-    figure = plots.history_figure(history)
+    figure = plots.history_figure(history, held_out)
     return section.add("training-curves", "loss (log scale) and accuracy per epoch", figure)
 
 
