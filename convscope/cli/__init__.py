@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     from convscope.train import TrainingDiverged
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "check", None) is not None:
-        args.check(args)  # what involves several flags or the file system, still before any work
+    if getattr(args, "validate_arguments", None) is not None:
+        args.validate_arguments(args)  # several flags at once, or files: still before any work
     try:
         args.run(args)
     except (ValueError, OSError, TrainingDiverged) as error:

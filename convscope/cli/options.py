@@ -14,9 +14,9 @@ TTA_HELP = (
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with each mistake on one line (`convscope train: error: argument --epochs: ...`), and a
-    `check` hook: a command's function run on the parsed arguments, before any work, for what involves
-    several flags or the file system (it calls `fail`)."""
+    """argparse, with each mistake on one line (`convscope train: error: argument --epochs: ...`).
+    A command may set a `validate_arguments` default: a function run on the parsed arguments before any
+    work, for what involves several flags or the file system (it calls `fail`)."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -330,4 +330,4 @@ def add_commands(commands):
         help="let --out and --checkpoint replace a file that is not a convscope model",
     )
     add_reliability_arguments(train)
-    train.set_defaults(run=cmd_train, check=lambda args: check_train_arguments(train, args))
+    train.set_defaults(run=cmd_train, validate_arguments=lambda args: check_train_arguments(train, args))
