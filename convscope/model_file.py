@@ -48,7 +48,7 @@ MAX_INPUT_VALUES = 1 << 26  # H * W * C of the model's input
 TRIAL_SLACK_VALUES = 1 << 22  # a small mismatch is reported tensor by tensor, a huge one before building
 MAX_LAYER_VALUES = 1 << 28  # what one layer may hold for one image: output, padded input, im2col columns
 
-__all__ = ["ModelFileError", "load_model", "read_model", "save_model"]
+__all__ = ["ModelFileError", "is_model_file", "load_model", "read_model", "save_model"]
 
 
 def _version() -> str:
@@ -260,6 +260,17 @@ def read_model(archive: ArchiveReader) -> Sequential:
     check_finite(tensors, archive, WEIGHTS_NAME)
     model.load_state_dict(tensors)
     return model
+
+
+def is_model_file(path) -> bool:
+    """Whether `path` is a convscope model file or checkpoint (a zip whose config.json says so); reads
+    only the zip directory and config.json, with the usual checks."""
+    try:
+        with ArchiveReader(path, MEMBER_LIMITS, required=(CONFIG_NAME,)) as archive:
+            config = archive.read_json(CONFIG_NAME)
+    except (ValueError, OSError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT_NAME
 
 
 def load_model(path) -> Sequential:

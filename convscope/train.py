@@ -5,7 +5,9 @@ Reliability, for runs left alone for an hour:
   and on Ctrl-C, which is honoured between two steps so the state written is consistent;
   resume=PATH continues such a run so that it ends bit-identical to one never stopped.
 - A NaN or infinite loss or gradient raises TrainingDiverged naming the step and the layer; the model
-  keeps the weights from before that step and the checkpoint file its last good epoch.
+  keeps the weights from before that step and the checkpoint file its last good epoch. So does a loss
+  that grew GROWTH_LIMIT times over the first one (or chance level): then the model keeps the weights
+  from before the last step whose loss was under that limit.
 - keep_best="val_accuracy" (or another metric) ends fit with the weights of the best epoch;
   early_stop=PATIENCE ends it once that metric (default val_loss) has not improved for PATIENCE epochs.
 """
@@ -20,10 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from convscope.model import check_images, check_labels
+from convscope.checkpoint import TrainingState, data_checksum, load_checkpoint, save_checkpoint
+from convscope.checks import check_images, check_labels
 from convscope.optim import Adam, NonFiniteGradient
 
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
+GROWTH_LIMIT = 100  # a loss this many times the first one (or chance level, log(classes)) is divergence
 
 
 class TrainingDiverged(RuntimeError):
@@ -196,6 +200,9 @@ class _Run:
     saved: tuple | None = None  # (path, epoch, batch) of the last checkpoint written or resumed from
     lowest_loss: float = math.inf
     last_loss: float | None = None
+    loss_limit: float = math.inf  # GROWTH_LIMIT times the first loss (or chance level), set at step 1
+    good_weights: dict | None = None  # the weights before the last step whose loss was under the limit
+    trial_weights: dict | None = None  # the weights before the current step
 
     @property
     def batches(self) -> int:
@@ -233,8 +240,6 @@ def fit(
     weights of the best epoch. early_stop: stop when that metric (val_loss without keep_best) has not
     improved for this many epochs. Raises TrainingDiverged on a NaN or infinite loss or gradient.
     """
-    from convscope.checkpoint import TrainingState, data_checksum, load_checkpoint
-
     x = model._prepare(x)
     if x.shape[0] == 0:
         raise ValueError("fit needs at least one training image")
@@ -330,14 +335,34 @@ def _train_step(run: _Run, state, idx):
     batch = run.x[idx] if run.augment is None else run.augment(run.x[idx], state.rng)
     if run.lr_schedule is not None:
         model.optimizer.lr = run.lr_schedule(state.step, run.epochs * run.batches)
+    run.trial_weights = _copy_weights(model, into=run.trial_weights)
     try:
         loss, logits = model.train_step(model.standardize(batch), run.y[idx], rng=state.rng)
     except NonFiniteGradient as error:
         raise _diverged(run, state, error.name) from None
     if not math.isfinite(loss):
         raise _diverged(run, state, None, f"the loss is {loss}")
+    if run.last_loss is None:
+        run.loss_limit = GROWTH_LIMIT * max(loss, math.log(max(model.num_classes, 2)))
+    if loss > run.loss_limit:
+        model.load_state_dict(run.good_weights)
+        cause = (
+            f"the loss grew from {run.lowest_loss:.4g} to {loss:.4g}, over {GROWTH_LIMIT} times where it "
+            "started"
+        )
+        raise _diverged(run, state, None, cause, kept_good=True)
+    run.good_weights, run.trial_weights = run.trial_weights, run.good_weights
     run.lowest_loss, run.last_loss = min(run.lowest_loss, loss), loss
     return loss, logits
+
+
+def _copy_weights(model, into=None) -> dict:
+    """A copy of the model's state_dict (parameters and buffers), written into `into` when given."""
+    if into is None:
+        return {k: v.copy() for k, v in model.state_dict().items()}
+    for key, value in model.state_dict().items():
+        np.copyto(into[key], value)
+    return into
 
 
 def _layer_of(model, param: str):
@@ -348,7 +373,7 @@ def _layer_of(model, param: str):
     return None, param
 
 
-def _diverged(run: _Run, state, param, cause=None) -> TrainingDiverged:
+def _diverged(run: _Run, state, param, cause=None, kept_good=False) -> TrainingDiverged:
     """The TrainingDiverged for the step now failing: where, what, the likely cause, what is kept."""
     layer = None
     if param is not None:
@@ -357,7 +382,9 @@ def _diverged(run: _Run, state, param, cause=None) -> TrainingDiverged:
     step = state.step + 1
     place = f"step {step} (epoch {state.epoch + 1}, batch {state.batch + 1} of {run.batches})"
     lr = run.model.optimizer.lr
-    if run.last_loss is None:
+    if kept_good:
+        hint = f"the learning rate {lr:.3g} is likely too high, try {lr / 10:.3g}"
+    elif run.last_loss is None:
         hint = (
             "it failed at its first step: look for extreme values in the inputs, or try a learning rate "
             f"below {lr:.3g}"
@@ -377,6 +404,8 @@ def _diverged(run: _Run, state, param, cause=None) -> TrainingDiverged:
         kept = f"the last good checkpoint ({_where(epoch, batch)}) is kept in {path}"
     elif run.checkpoint is not None:
         kept = f"no checkpoint was written yet ({run.checkpoint} is written after every epoch)"
+    elif kept_good:
+        kept = "the model keeps its weights from before the last step whose loss was under that"
     else:
         kept = "the model keeps the weights from before this step"
     return TrainingDiverged(f"training diverged at {place}: {cause}; {hint}; {kept}", step, layer)
@@ -387,8 +416,6 @@ def _where(epoch: int, batch: int) -> str:
 
 
 def _save(run: _Run, state) -> None:
-    from convscope.checkpoint import save_checkpoint
-
     save_checkpoint(run.checkpoint, run.model, state)
     run.saved = (run.checkpoint, state.epoch, state.batch)
     if state.batch and run.verbose:

@@ -317,12 +317,31 @@ def test_divergence_names_step_layer_and_learning_rate(digits, tmp_path):
     with pytest.raises(TrainingDiverged) as caught:
         model.fit(train.images * 255, train.labels, epochs=2, verbose=0, checkpoint=tmp_path / "c.convscope")
     message = str(caught.value)
-    assert caught.value.step == 3 and caught.value.layer == 0
+    assert caught.value.step == 2 and caught.value.layer is None  # the loss grew a million times at once
     assert message.startswith(
-        "training diverged at step 3 (epoch 1, batch 3 of 45): the gradient of layer 0 (conv2d)"
+        "training diverged at step 2 (epoch 1, batch 2 of 45): the loss grew from 12.18 to "
     )
     assert "the learning rate 1e+04 is likely too high, try 1e+03" in message and "\n" not in message
     assert "no checkpoint was written yet" in message and not (tmp_path / "c.convscope").exists()
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_loss_grown_by_orders_of_magnitude_is_divergence_and_the_last_good_weights_stay(digits):
+    train, _ = digits
+    model = small_net().compile(SGD(lr=0.05))
+    doubling = lambda step, total: 0.05 * 2.0**step  # noqa: E731 (the loss climbs, finite, for a few steps)
+    seen = []
+
+    def remember(batch, rng):
+        seen.append({k: v.copy() for k, v in model.state_dict().items()})
+        return batch
+
+    with pytest.raises(TrainingDiverged, match=r"the loss grew from .* over 100 times where it started"):
+        model.fit(train.images, train.labels, epochs=5, verbose=0, augment=remember, lr_schedule=doubling)
+    assert len(seen) > 3  # it trained for a few steps first
+    # the weights from before the last step whose loss was under the limit: those before the failing one
+    for key, value in model.state_dict().items():
+        assert np.array_equal(value, seen[-2][key]), key
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
@@ -459,10 +478,13 @@ def test_cli_checkpoint_val_split_keep_best_early_stop_resume(tmp_path, capsys):
     assert main([*args, "--resume", str(checkpoint), "--out", str(out)]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert_same_weights(first, convscope.load(out))
-    assert main(["train", "--keep-best", "val_loss", "--out", str(out)]) == 2
-    assert "needs validation_data (or --val-split)" in capsys.readouterr().err
-    assert main(["train", "--val-split", "1.5", "--out", str(out)]) == 2
-    assert "validation fraction must be a number between 0 and 1" in capsys.readouterr().err
+    for bad, expected in (
+        (["--keep-best", "val_loss"], "argument --keep-best: val_loss is measured on held-out images"),
+        (["--val-split", "1.5"], "argument --val-split: must be a number between 0 and 1"),
+    ):
+        with pytest.raises(SystemExit):  # refused at parse time, before any data is read
+            main(["train", *bad, "--out", str(out)])
+        assert expected in capsys.readouterr().err
 
 
 def test_resume_keeps_batch_norm_running_statistics(digits, tmp_path):

@@ -66,7 +66,8 @@ def test_predict_says_what_it_did(demo_model, tmp_path, capsys):
     Image.fromarray(np.full((16, 16, 3), 250, dtype=np.uint8)).save(tmp_path / "paper.jpg")
     assert main(["predict", str(demo_model), str(tmp_path / "paper.jpg")]) == 0
     out = capsys.readouterr().out
-    assert "converted RGB to grayscale" in out and "resized 16x16 to 8x8" in out and "try --invert" in out
+    assert "converted RGB to grayscale" in out and "try --invert" in out
+    assert "resized 16x16 to 8x8 (height x width)" in out
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):

@@ -136,4 +136,4 @@ def test_train_command_takes_the_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--model {seed,small-vgg}" in help_text and "--augment (4-pixel shifts) --epochs 60" in help_text
+    assert "--model {seed,small-vgg}" in help_text and "--augment --epochs 60 and evaluate --tta" in help_text

@@ -74,6 +74,28 @@ def _folder_root(name, data_dir):
     return path or data_dir
 
 
+def empty_classes(dataset: Dataset) -> list:
+    """The names of `dataset`'s classes that have no images."""
+    counts = np.bincount(dataset.labels, minlength=len(dataset.class_names))
+    return [name for name, count in zip(dataset.class_names, counts, strict=False) if count == 0]
+
+
+def check_every_class_present(dataset: Dataset, name: str, split: str) -> Dataset:
+    """`dataset` if each of its classes has images, else a ValueError naming the empty ones (a model
+    trained on it would claim classes it never saw, and its accuracy would count them as absent)."""
+    empty = empty_classes(dataset)
+    if not empty:
+        return dataset
+    held = [c for c in dataset.class_names if c not in empty]
+    hint = ""
+    if name.startswith("cifar10") and held:
+        hint = f": give the classes it holds, --dataset cifar10:{','.join(held)}"
+    raise ValueError(
+        f"data set {name!r}: the {split} split has no images of {len(empty)} of its "
+        f"{len(dataset.class_names)} classes ({', '.join(empty)}){hint}"
+    )
+
+
 def load(
     name: str,
     data_dir=None,
@@ -118,6 +140,8 @@ __all__ = [
     "Dataset",
     "NoTestSplitError",
     "SkippedImagesWarning",
+    "check_every_class_present",
+    "empty_classes",
     "load",
     "read_idx",
 ]

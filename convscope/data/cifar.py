@@ -143,5 +143,12 @@ def load_cifar10(folder, split: str, classes=None):
         keep = np.isin(labels, wanted)
         relabel = np.full(len(names), -1, dtype=np.int64)
         relabel[wanted] = np.arange(len(wanted))
+        empty = [c for c, index in zip(classes, wanted, strict=True) if not np.any(labels == index)]
+        if empty:
+            held = [names[i] for i in np.unique(labels)]
+            raise ValueError(
+                f"{folder}: the {split} split has no images of {', '.join(empty)} (its images are of "
+                f"{', '.join(held)})"
+            )
         images, labels, names = images[keep], relabel[labels[keep]], list(classes)
     return images.astype(np.float32) / 255.0, labels, names

@@ -124,8 +124,8 @@ def _pixels(image, shape, name: str):
     orientation = _orientation(image)
     turned = orientation in (5, 6, 7, 8)  # these swap width and height
     along_x, along_y = (height, width) if turned else (width, height)
+    original = image.size  # the file's own (width, height), before a JPEG's reduced decoding
     image.draft(None, (SHRINK_GAP * along_x, SHRINK_GAP * along_y))  # JPEG: decode at 1/2, 1/4 or 1/8
-    original = image.size
     image.load()
     image = _shrink(image, along_x, along_y)
     notes = []
@@ -136,7 +136,7 @@ def _pixels(image, shape, name: str):
     image, converted = _convert_mode(image, channels, name)
     notes += converted
     if image.size != (width, height) or original != (width, height):
-        notes.append(f"resized {original[0]}x{original[1]} to {width}x{height}")
+        notes.append(f"resized {original[1]}x{original[0]} to {height}x{width} (height x width)")
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     if image.mode == "F":
         pixels = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)

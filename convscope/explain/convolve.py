@@ -44,7 +44,8 @@ def read_photo(path, max_side: int = DEFAULT_MAX_SIDE, gray: bool = False):
         scale = max_side / max(image.size)
         size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
         notes.append(
-            f"resized {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} (--max-side {max_side})"
+            f"resized {image.size[1]}x{image.size[0]} to {size[1]}x{size[0]} (height x width, "
+            f"--max-side {max_side})"
         )
         image = image.resize(size, Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.float32) / 255.0
@@ -151,7 +152,8 @@ def convolution_figure(image, kernel, feature_map, padding="valid", stride: int 
     show_image(axes["input"], image)
     axes["input"].set_title(f"input {shape_text(image.shape)}", fontsize=11)
     mark_panel(axes["input"])
-    _draw_kernel(axes["kernel"], kernel, f"{kernel_label} {kh}×{kw}")
+    name = kernel_label.removesuffix(f" {kh}x{kw}")  # "custom 3x3" already says its size
+    _draw_kernel(axes["kernel"], kernel, f"{name} {kh}×{kw}")
     if summed:
         axes["kernel"].set_xlabel(f"depth {channels}: the same weights\non each colour channel", fontsize=9)
     elif channels > 1:

@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from convscope.checks import check_images
 from convscope.explain.receptive import ReceptiveField, receptive_fields
-from convscope.model import check_images
 
 TOP_K = 9
 

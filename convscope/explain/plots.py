@@ -8,9 +8,10 @@ from convscope.explain.figures import grid_shape, matplotlib_figure, panel_grid,
 MISTAKES_SHOWN = 16
 
 
-def history_figure(history):
+def history_figure(history, held_out: str = "validation"):
     """Loss and accuracy per epoch from a convscope.train.History (`.history` dict of lists):
-    training curves, and validation curves when the fit had validation data."""
+    training curves, and the curves of the held-out images (fit's validation_data) when it had them,
+    labelled `held_out` ("validation", or "test" when they are the test split)."""
     metrics = history.history if hasattr(history, "history") else dict(history)
     epochs = np.arange(1, len(metrics.get("loss", [])) + 1)
     if epochs.size == 0:
@@ -20,7 +21,7 @@ def history_figure(history):
         ax.plot(epochs, metrics[name], marker="o", markersize=3, label=f"training {name}")
         validation = metrics.get(f"val_{name}") or []
         if len(validation) == len(epochs):
-            ax.plot(epochs, validation, marker="o", markersize=3, label=f"validation {name}")
+            ax.plot(epochs, validation, marker="o", markersize=3, label=f"{held_out} {name}")
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=11)
         if name == "loss":

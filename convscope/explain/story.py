@@ -6,12 +6,12 @@ then (when given) the training curves and the evaluation on a test set.
 
 import numpy as np
 
+from convscope.checks import check_images
 from convscope.explain import feature_maps, learned, plots
 from convscope.explain.figures import shape_text
 from convscope.explain.patches import top_patches
 from convscope.explain.receptive import receptive_fields
 from convscope.explain.report import Section
-from convscope.model import check_images
 
 PATCH_LAYERS = 2  # top patches for the first two conv layers
 
@@ -198,8 +198,9 @@ def layer_sections(model, image: np.ndarray, patch_images=None) -> list:
     return sections
 
 
-def training_section(history, note: str = "") -> Section:
-    """Loss and accuracy per epoch; `note` is added to the text (say where validation data came from)."""
+def training_section(history, note: str = "", held_out: str = "validation") -> Section:
+    """Loss and accuracy per epoch; `note` is added to the text (say where validation data came from),
+    `held_out` names those curves ("test" when fit's validation_data was the test split)."""
     section = Section(
         "training",
         "training",
@@ -208,7 +209,7 @@ def training_section(history, note: str = "") -> Section:
         "a step against their gradients; the kernels above are what this produced."
         + (f" {note}" if note else ""),
     )
-    figure = plots.history_figure(history)
+    figure = plots.history_figure(history, held_out)
     return section.add("training-curves", "loss (log scale) and accuracy per epoch", figure)
 
 

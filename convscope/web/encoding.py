@@ -63,8 +63,15 @@ def encode_scaled(values: np.ndarray, low: float, high: float, colormap: str = "
 
 
 def rounded(values) -> list:
-    """Floats for JSON, to 5 significant digits (plenty for a picture, much shorter to send)."""
-    return [float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in np.asarray(values, dtype=np.float64).ravel()]
+    """Floats for JSON, to SIGNIFICANT_DIGITS significant digits (plenty for a picture, much shorter to
+    send); rounded with array operations, not one string per value (this runs for every prediction)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    magnitude = np.abs(values)
+    exponents = np.floor(np.log10(np.where(np.isfinite(magnitude) & (magnitude > 0), magnitude, 1.0)))
+    scale = 10.0 ** (SIGNIFICANT_DIGITS - 1 - exponents)
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = np.where(np.isfinite(values), np.round(values * scale) / scale, values)
+    return result.tolist()
 
 
 def encode_vector(vector: np.ndarray) -> dict:

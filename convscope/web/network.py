@@ -1,19 +1,34 @@
 """Network view API: the models, one image through a model layer by layer, the kernel behind a map."""
 
+import json
 import threading
 import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from convscope.layers import Softmax
+from convscope.ops import softmax
 from convscope.web.encoding import encode_block, encode_image, encode_vector, rounded
 from convscope.web.errors import WebError
 from convscope.web.uploads import decode_image, read_upload, to_model_input
 
 router = APIRouter(prefix="/api/models", tags=["network"])
-_inference_lock = threading.Lock()  # layers keep caches: one forward pass at a time per server
+_replicas = threading.local()  # each worker thread's replicas of the models, by id of the shared model
+
+
+def _thread_replica(model):
+    """This thread's replica of `model`: it shares the parameters but has its own layer caches, so
+    concurrent predictions need no lock (one shared model would make every request wait for the last)."""
+    cache = getattr(_replicas, "models", None)
+    if cache is None:
+        cache = _replicas.models = {}
+    entry = cache.get(id(model))
+    if entry is None or entry[0] is not model:
+        entry = cache[id(model)] = (model, model.replica())
+    return entry[1]
 
 
 def _registry(request: Request):
@@ -73,10 +88,9 @@ def model_detail(name: str, request: Request) -> dict:
     return detail
 
 
-def _layer_outputs(model, pixels: np.ndarray) -> list[dict]:
-    """Every layer's output for one image: blocks (H, W, C) as maps, flat outputs as vectors."""
-    with _inference_lock:
-        outputs = model.feature_maps(pixels[None])
+def _layer_outputs(model, outputs) -> list[dict]:
+    """Every layer's output for one image (`outputs`: model.feature_maps of a batch of one): blocks
+    (H, W, C) as maps, flat outputs as vectors."""
     layers = []
     for index, (layer, output) in enumerate(zip(model.layers, outputs, strict=True)):
         entry = {
@@ -106,18 +120,32 @@ async def predict(
     Limits: 8 MB per upload, 16 megapixels per image; errors are JSON sentences (413, 415, 422).
     """
     data = await read_upload(image)
-    return await run_in_threadpool(_predict, _registry(request), name, data, invert, drawing)
+    body = await run_in_threadpool(_predict_json, _registry(request), name, data, invert, drawing)
+    return Response(body, media_type="application/json")  # already JSON: nothing left for the event loop
+
+
+def _predict_json(registry, name: str, data: bytes, invert: bool, drawing: bool) -> bytes:
+    """_predict's answer as JSON bytes, encoded in the worker thread."""
+    return json.dumps(_predict(registry, name, data, invert, drawing), separators=(",", ":")).encode()
+
+
+def _probabilities(model, last_output: np.ndarray) -> np.ndarray:
+    """The class probabilities from the last layer's output: itself when the model ends in a softmax."""
+    last = model.layers[-1]
+    if isinstance(last, Softmax) or getattr(last, "activation", None) == "softmax":
+        return last_output
+    return softmax(last_output[None])[0]
 
 
 def _predict(registry, name: str, data: bytes, invert: bool, drawing: bool) -> dict:
-    """The work of /predict, off the event loop: decode, convert, forward, encode."""
+    """The work of /predict, off the event loop: decode, convert, one forward pass, encode."""
     started = time.perf_counter()
     model = registry.load(name)
     image = decode_image(data)
     pixels, notes = to_model_input(data, image, model.input_shape, invert=invert, drawing=drawing)
-    layers = _layer_outputs(model, pixels)
-    with _inference_lock:
-        probabilities = model.predict_proba(pixels[None])[0]
+    outputs = _thread_replica(model).feature_maps(pixels[None])
+    layers = _layer_outputs(model, outputs)
+    probabilities = _probabilities(model, outputs[-1][0])
     names = _class_names(model)
     best = int(probabilities.argmax())
     return {

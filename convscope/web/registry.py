@@ -46,14 +46,36 @@ class ModelRegistry:
 
     def __init__(self, files=(), models_dir=None):
         self.models_dir = os.path.abspath(models_dir) if models_dir else None
+        if (
+            self.models_dir is not None
+            and os.path.exists(self.models_dir)
+            and not os.path.isdir(self.models_dir)
+        ):
+            raise NotADirectoryError(f"{self.models_dir}: not a folder (the models folder must be one)")
         self._files = []
+        self._cache: dict[str, tuple] = {}
+        self._lock = threading.Lock()
         for path in files:
             path = os.path.abspath(os.fspath(path))
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: no such model file")
+            self._load_file(path)  # a damaged file is refused now, like a missing one
             self._files.append(path)
-        self._cache: dict[str, tuple] = {}
-        self._lock = threading.Lock()
+
+    def _load_file(self, path: str):
+        """The model in `path`, from the cache while the file is unchanged; ModelFileError or OSError."""
+        from convscope import load_model
+
+        stat = os.stat(path)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            model = load_model(path)
+            model.workers = 1  # one image at a time: threads would only add overhead
+            self._cache[path] = (stamp, model)
+            return model
 
     def entries(self) -> dict[str, ModelEntry]:
         """Every model by name: the --model files first (named by their file name), then the folder's."""
@@ -92,25 +114,13 @@ class ModelRegistry:
 
     def load(self, name: str):
         """The Sequential model called `name` (cached while its file is unchanged), or a WebError."""
-        from convscope import load_model
-
         entry = self.entry(name)
+        if not os.path.exists(entry.path):
+            raise WebError(404, f"the file of model {name!r} is gone")
         try:
-            stat = os.stat(entry.path)
-        except OSError as error:
-            raise WebError(404, f"the file of model {name!r} is gone: {error.strerror}") from None
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            cached = self._cache.get(entry.path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-            try:
-                model = load_model(entry.path)
-            except (ValueError, OSError) as error:
-                raise WebError(422, f"model {name!r} cannot be loaded: {error}") from None
-            model.workers = 1  # one image at a time: threads would only add overhead
-            self._cache[entry.path] = (stamp, model)
-            return model
+            return self._load_file(entry.path)
+        except (ValueError, OSError) as error:
+            raise WebError(422, f"model {name!r} cannot be loaded: {error}") from None
 
     def save_path(self, name: str) -> str:
         """Where a newly trained model called `name` goes: <models folder>/<name>.convscope."""

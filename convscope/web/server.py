@@ -64,6 +64,17 @@ def serve(model_files=(), models_dir=DEFAULT_MODELS_DIR, data_dirs=(), host="127
         server.run(sockets=[sock])
 
 
+def port_number(text: str) -> int:
+    """--port: a TCP port, 0 to 65535 (0: any free one)."""
+    if text.isdigit() and int(text) <= 65535:
+        return int(text)
+    import argparse
+
+    raise argparse.ArgumentTypeError(
+        f"must be a port number from 0 to 65535 (0: any free port), got {text!r}"
+    )
+
+
 def add_arguments(parser) -> None:
     """The options of `convscope serve`."""
     parser.add_argument(
@@ -87,7 +98,12 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: only this machine)"
     )
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=8000,
+        help="port to listen on (default %(default)s; 0: any free port)",
+    )
 
 
 def main_from_args(args) -> None:

@@ -124,11 +124,11 @@ def _drawing_input(image, height: int, width: int):
     framed = fit_drawing(np.asarray(image, dtype=np.float32) / 255.0, height)
     if framed.shape != (image.size[1], image.size[0]):
         notes.append(
-            f"framed the drawing: cropped to a {framed.shape[1]}x{framed.shape[0]} square around the ink"
+            f"framed the drawing: cropped to a {framed.shape[0]}x{framed.shape[1]} square around the ink"
         )
         image = Image.fromarray(np.round(framed * 255).astype(np.uint8))
     if image.size != (width, height):
-        notes.append(f"resized {image.size[0]}x{image.size[1]} to {width}x{height}")
+        notes.append(f"resized {image.size[1]}x{image.size[0]} to {height}x{width} (height x width)")
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     return (np.asarray(image, dtype=np.float32) / 255.0)[..., None], notes
 

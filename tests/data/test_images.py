@@ -12,7 +12,7 @@ def test_colour_photo_becomes_small_gray_input(tmp_path):
     pixels, notes = read_image(tmp_path / "photo.jpg", (28, 28, 1))
     assert pixels.shape == (28, 28, 1) and pixels.dtype == np.float32
     assert pixels[:, :10].max() < 0.05 and pixels[:, -10:].min() > 0.95
-    assert "converted RGB to grayscale" in notes and "resized 60x40 to 28x28" in notes
+    assert "converted RGB to grayscale" in notes and "resized 40x60 to 28x28 (height x width)" in notes
 
 
 def test_transparency_and_invert(tmp_path):

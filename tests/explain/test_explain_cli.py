@@ -89,7 +89,7 @@ def test_explain_an_image_file(model_file, tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "converted RGB to grayscale" in printed and "resized 32x32 to 8x8" in printed
+    assert "converted RGB to grayscale" in printed and "resized 32x32 to 8x8 (height x width)" in printed
     assert f"report: {out / 'report.html'}" in printed
     assert "top-patches" not in " ".join(p.name for p in out.iterdir())
 

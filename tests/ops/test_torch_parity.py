@@ -309,6 +309,7 @@ def test_seed_cnn_layout_conversion_round_trips():
         np.testing.assert_array_equal(value, theirs[key], err_msg=key)
 
 
+@pytest.mark.usefixtures("kernel_backend")
 def test_seed_cnn_logits_and_gradients_match_torch():
     model = seed_cnn((28, 28, 1), 10, seed=0)
     net = to_torch_seed_cnn(model)
@@ -330,6 +331,7 @@ def test_seed_cnn_logits_and_gradients_match_torch():
         assert_close(grad, grads_t[key], f"grad {key}")
 
 
+@pytest.mark.usefixtures("kernel_backend")
 def test_seed_cnn_sgd_momentum_steps_match_torch():
     model = seed_cnn((28, 28, 1), 10, seed=0)
     net = to_torch_seed_cnn(model)
@@ -347,6 +349,7 @@ def test_seed_cnn_sgd_momentum_steps_match_torch():
     assert_close(model.forward_logits(x), net(images_to_torch(x)), "logits after")
 
 
+@pytest.mark.usefixtures("kernel_backend")
 def test_seed_cnn_adam_steps_match_torch():
     model = seed_cnn((28, 28, 1), 10, seed=0)
     net = to_torch_seed_cnn(model)
@@ -380,6 +383,7 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.usefixtures("kernel_backend")
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_optimizer_update_rules_match_torch(name):
     make_ours, make_theirs = OPTIMIZERS[name]
@@ -404,6 +408,7 @@ def test_optimizer_update_rules_match_torch(name):
 # ---------------------------------------------------------------- batch normalisation, global average pooling
 
 
+@pytest.mark.usefixtures("kernel_backend")
 @pytest.mark.parametrize("shape", [(4, 5, 6, 3), (2, 1, 1, 8)], ids=["4x5x6x3", "1x1-spatial"])
 def test_batchnorm2d_training_step_matches_torch(shape):
     """y, dx, dweight, dbias in training mode, then the running statistics after two updates."""
@@ -434,6 +439,7 @@ def test_batchnorm2d_training_step_matches_torch(shape):
         assert_close(running_var, running_var_t, f"running_var after step {step}")  # unbiased
 
 
+@pytest.mark.usefixtures("kernel_backend")
 def test_batchnorm2d_inference_matches_torch():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
@@ -495,6 +501,7 @@ def small_vgg_state_from_torch(net) -> dict:
     return state
 
 
+@pytest.mark.usefixtures("kernel_backend")
 def test_small_vgg_sgd_steps_and_running_statistics_match_torch():
     """Two SGD steps in training mode (batch statistics; one thread, so one batch), then inference
     with the running statistics: the same losses, weights, running statistics and logits."""

@@ -152,12 +152,12 @@ def test_upload_is_converted_and_inverted(client):
     notes = body["input"]["notes"]
     assert notes == [
         "converted RGB to grayscale",
-        "resized 40x40 to 8x8",
+        "resized 40x40 to 8x8 (height x width)",
         "inverted (dark ink on light paper -> light on dark)",
     ]
     colour = post_image(client, "rgb", png_bytes(np.zeros((10, 20), np.uint8))).json()
     assert colour["input"]["image"]["shape"] == [32, 32, 3] and colour["input"]["image"]["layout"] == "rgb"
-    assert colour["input"]["notes"] == ["converted L to RGB", "resized 20x10 to 32x32"]
+    assert colour["input"]["notes"] == ["converted L to RGB", "resized 10x20 to 32x32 (height x width)"]
 
 
 def test_to_model_input_refuses_other_channel_counts():

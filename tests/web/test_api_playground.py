@@ -102,7 +102,7 @@ def test_uploaded_images_are_shrunk_and_convolved_by_id(client):
     big[:, 300:] = 255
     upload = client.post("/api/playground/images", files={"image": ("wide.png", png_bytes(big), "image/png")})
     body = upload.json()
-    assert body["shape"] == [128, 256, 3] and body["notes"] == ["shrunk 600x300 to 256x128"]
+    assert body["shape"] == [128, 256, 3] and body["notes"] == ["shrunk 300x600 to 128x256 (height x width)"]
     assert body["id"].startswith("upload-")
     result = convolve(client, image=body["id"], kernel=CLASSIC_KERNELS["sobel_x"].values.tolist()).json()
     assert result["output_shape"] == [126, 254, 1] and result["value_range"][1] > 3  # the edge

@@ -174,3 +174,105 @@ def test_training_updates_the_chart_and_the_saved_model_appears(page, server, tm
     page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 6")
     draw(page, SEVEN)
     page.wait_for_selector(".predicted-class")
+
+
+# stale results never stand beside an error or a newer input
+
+
+def png_bytes(pixels) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+TEXT_FILE = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture\n"}
+
+
+def test_a_playground_error_clears_the_old_feature_map_and_formula(page):
+    page.click("nav button[data-view=playground]")
+    page.wait_for_selector("#formula .rule")
+    page.select_option("#pg-padding", "same")
+    page.fill("#pg-stride", "2")
+    page.wait_for_selector("#pg-error:not([hidden])")
+    assert "stride" in page.inner_text("#pg-error")
+    assert page.is_hidden("#pg-output") and page.inner_text("#formula") == ""
+    assert page.inner_text("#pg-output-shape") == ""
+    page.fill("#pg-stride", "1")
+    page.wait_for_selector("#formula .rule")
+    assert page.is_visible("#pg-output") and page.is_hidden("#pg-error")
+
+
+def test_a_rejected_upload_clears_the_prediction_and_is_not_resent_for_another_model(
+    page, server, digits_model
+):
+    server.models_dir.mkdir(exist_ok=True)
+    (server.models_dir / "second.convscope").write_bytes(digits_model[0].read_bytes())
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    draw(page, SEVEN)
+    page.wait_for_selector(".predicted-class")
+    page.set_input_files("#upload-input", files=[TEXT_FILE])
+    page.wait_for_selector("#network-error:not([hidden])")
+    assert (
+        page.locator(".predicted-class").count() == 0
+        and page.locator("#probabilities .prob-row").count() == 0
+    )
+    assert canvas_spread(page, '.layer-card[data-index="0"] canvas.fmap') == 0  # no feature maps of the 7
+    page.select_option("#model-select", "second")
+    page.wait_for_function("() => document.getElementById('model-meta').innerText.includes('second')")
+    page.wait_for_timeout(500)
+    assert page.is_hidden("#network-error")  # the text file was not sent again
+    assert page.locator(".predicted-class").count() == 0
+    (server.models_dir / "second.convscope").unlink()
+
+
+def test_an_uploaded_photo_replaces_the_drawing_on_the_canvas(page):
+    draw(page, SEVEN)
+    page.wait_for_selector(".predicted-class")
+    assert canvas_spread(page, "#draw-canvas") > 0
+    white_paper = {"name": "paper.png", "mimeType": "image/png", "buffer": png_bytes([[255] * 40] * 40)}
+    page.set_input_files("#upload-input", files=[white_paper])
+    page.wait_for_function("() => document.getElementById('input-notes').innerText.includes('40x40')")
+    assert canvas_spread(page, "#draw-canvas") == 0
+
+
+def test_training_collapses_the_epoch_list_and_a_failed_save_clears_the_earlier_one(page, server):
+    page.click("nav button[data-view=training]")
+    page.select_option("#train-recipe", "tiny_cnn")
+    page.fill("#train-epochs-input", "7")
+    page.fill("#train-max-images", "64")
+    page.click("#train-start")
+    page.wait_for_selector("#train-status:text-matches('starting|loading|training ')")
+    page.wait_for_selector("#train-epochs-earlier:text-matches('2 earlier epochs')", timeout=30_000)
+    page.wait_for_selector("#train-status:text-matches('training finished after')", timeout=30_000)
+    assert page.locator("#train-epochs li").count() == 5
+    assert page.inner_text("#train-epochs-earlier").startswith("2 earlier epochs")
+    assert page.inner_text("#train-epochs li >> nth=0").startswith("epoch 3:")
+    page.fill("#train-save-name", "twice")
+    page.click("#train-save")
+    page.wait_for_selector("#train-saved:text-matches('saved twice.convscope')")
+    page.click("#train-save")
+    page.wait_for_selector("#train-error:not([hidden])")
+    assert "already exists" in page.inner_text("#train-error") and page.inner_text("#train-saved") == ""
+    (server.models_dir / "twice.convscope").unlink()
+
+
+def test_at_800_pixels_wide_the_prediction_stays_beside_the_input(browser, server, tmp_path):
+    context = browser.new_context(viewport={"width": 800, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    draw(page, SEVEN)
+    page.wait_for_selector(".predicted-class")
+    canvas = page.locator("#draw-canvas").bounding_box()
+    prediction = page.locator(".predicted-class").bounding_box()
+    page.screenshot(path=str(tmp_path / "narrow.png"), full_page=True)
+    context.close()
+    assert prediction["y"] + prediction["height"] < 900 and canvas["y"] + canvas["height"] < 900
+    assert abs(prediction["y"] - canvas["y"]) < 300

@@ -21,6 +21,7 @@ const state = {
   lastSent: 0,
   result: null,
   limits: null,
+  canvasGeneration: 0, // counts the canvas's clearings: a drawing snapshot taken before one is dropped
 };
 
 // --- the model picker -------------------------------------------------------------------------------
@@ -60,7 +61,6 @@ async function selectModel(name) {
   $("draw-area").hidden = !m.drawable;
   $("brush").value = m.input_shape[0] <= 12 ? 26 : 20; // strokes as thick as the training digits' after framing
   $("draw-unavailable").hidden = m.drawable;
-  buildLayerCards(m);
   clearResult();
   if (state.source) predict();
 }
@@ -117,6 +117,7 @@ function buildLayerCards(model) {
 
 function clearResult() {
   state.result = null;
+  if (state.model && state.model.layers) buildLayerCards(state.model); // blank maps, no stale ones
   $("prediction").replaceChildren(el("p", { class: "hint", text: "Draw or upload an image." }));
   $("probabilities").replaceChildren();
   $("input-notes").replaceChildren();
@@ -190,6 +191,7 @@ async function predict() {
   state.inFlight = true;
   state.lastSent = performance.now();
   const form = new FormData();
+  const sent = state.source.blob;
   form.append("image", state.source.blob, state.source.filename);
   form.append("drawing", state.source.drawing ? "true" : "false");
   form.append("invert", $("invert-input").checked ? "true" : "false");
@@ -205,6 +207,12 @@ async function predict() {
       $("timing").textContent = `answered in ${result.elapsed_ms} ms on the server`;
     }
   } catch (error) {
+    // a rejected image leaves no prediction of an earlier one, and is not resent for another model
+    if (!state.source || state.source.blob === sent) {
+      state.source = null;
+      state.pending = false;
+    }
+    clearResult();
     showError($("network-error"), error.message);
   } finally {
     state.inFlight = false;
@@ -216,19 +224,26 @@ async function predict() {
 }
 
 function sendCanvas() {
+  const generation = state.canvasGeneration;
   $("draw-canvas").toBlob((blob) => {
+    if (generation !== state.canvasGeneration) return; // cleared or replaced by an upload meanwhile
     state.source = { blob, filename: "drawing.png", drawing: true };
     predict();
   }, "image/png");
 }
 
+function clearCanvas() {
+  state.canvasGeneration += 1;
+  const canvas = $("draw-canvas");
+  const context = canvas.getContext("2d");
+  context.fillStyle = "black";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+}
+
 function setupCanvas() {
   const canvas = $("draw-canvas");
   const context = canvas.getContext("2d");
-  const clear = () => {
-    context.fillStyle = "black";
-    context.fillRect(0, 0, canvas.width, canvas.height);
-  };
+  const clear = clearCanvas;
   clear();
   let drawing = false;
   let last = null;
@@ -283,6 +298,8 @@ function setupUpload() {
     if (!state.limits) state.limits = await api("/api/limits");
     if (file.size > state.limits.max_upload_bytes) {
       const mb = (n) => (n / (1024 * 1024)).toFixed(1);
+      state.source = null;
+      clearResult();
       showError(
         $("network-error"),
         `${file.name} is ${mb(file.size)} MB; the upload limit is ${mb(state.limits.max_upload_bytes)} MB: choose a smaller image`,
@@ -290,6 +307,7 @@ function setupUpload() {
       event.target.value = "";
       return;
     }
+    clearCanvas(); // the drawing is no longer the input: do not leave it under the photo's prediction
     state.source = { blob: file, filename: file.name, drawing: false };
     event.target.value = "";
     predict();

@@ -100,7 +100,7 @@ async function convolve() {
   try {
     kernel = readCells();
   } catch (error) {
-    showError($("pg-error"), error.message);
+    showFailure(error.message);
     return;
   }
   const sequence = ++state.sequence;
@@ -115,6 +115,7 @@ async function convolve() {
     });
     if (sequence !== state.sequence) return; // a newer edit is on its way
     showError($("pg-error"), "");
+    $("pg-output").hidden = false;
     const scale = DISPLAY_SIDE / Math.max(...result.input.shape.slice(0, 2));
     show($("pg-input"), result.input, scale);
     show($("pg-output"), result.output, scale);
@@ -138,8 +139,18 @@ async function convolve() {
     $("pg-relu-wrap").hidden = !result.relu;
     if (result.relu) show($("pg-relu"), result.relu, scale / 2);
   } catch (error) {
-    if (sequence === state.sequence) showError($("pg-error"), error.message);
+    if (sequence === state.sequence) showFailure(error.message);
   }
+}
+
+// An error replaces the result: no feature map, size or formula of the previous settings stays beside it.
+function showFailure(message) {
+  showError($("pg-error"), message);
+  $("pg-output").hidden = true;
+  $("pg-relu-wrap").hidden = true;
+  $("pg-output-shape").textContent = "";
+  $("pg-output-note").textContent = "";
+  $("formula").replaceChildren();
 }
 
 async function upload(event) {

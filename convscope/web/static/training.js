@@ -1,8 +1,9 @@
 // Training view: start a job on the server, follow it live (server-sent events), stop it, save the model.
-import { api, el, postJSON, showError } from "./util.js";
+import { api, el, plural, postJSON, showError } from "./util.js";
 import { refreshModels } from "./network.js";
 
 const $ = (id) => document.getElementById(id);
+const EPOCHS_SHOWN = 5;
 const state = { source: null, start: null, steps: [], epochs: [], status: "idle" };
 
 // --- the chart: loss and accuracy against epochs, train (running mean of the epoch) and test ------------
@@ -92,7 +93,7 @@ function handle(event) {
     state.start = event;
     setStatus(
       `training ${event.recipe} (${event.params.toLocaleString()} parameters) on ${event.train_images.toLocaleString()} ` +
-        `${event.dataset} images, ${event.epochs} epochs of ${event.steps_per_epoch} steps; ` +
+        `${event.dataset} images, ${plural(event.epochs, "epoch")} of ${plural(event.steps_per_epoch, "step")}; ` +
         (event.test_images ? `tested on ${event.test_images.toLocaleString()} images after each epoch` : "no test split"),
     );
     $("train-save-name").value = `${event.recipe}-${event.dataset}`.replace(/[^A-Za-z0-9_.-]/g, "-");
@@ -108,6 +109,7 @@ function handle(event) {
     $("train-epochs").append(
       el("li", { text: `epoch ${event.epoch}: loss ${event.loss.toFixed(4)}, train ${(100 * event.accuracy).toFixed(1)}%${test}` }),
     );
+    collapseEpochs();
   }
   if (event.type === "end") {
     state.status = event.status;
@@ -117,6 +119,16 @@ function handle(event) {
     stopListening();
   }
   drawChart();
+}
+
+// The list shows the last EPOCHS_SHOWN epochs; the earlier ones are counted (the chart has them all).
+function collapseEpochs() {
+  const list = $("train-epochs");
+  while (list.children.length > EPOCHS_SHOWN) list.firstElementChild.remove();
+  const earlier = state.epochs.length - list.children.length;
+  $("train-epochs-earlier").hidden = earlier === 0;
+  $("train-epochs-earlier").textContent =
+    `${earlier} earlier ${earlier === 1 ? "epoch" : "epochs"} (in the chart above), then:`;
 }
 
 function stopListening() {
@@ -140,6 +152,7 @@ function reset() {
   state.steps = [];
   state.epochs = [];
   $("train-epochs").replaceChildren();
+  collapseEpochs();
   $("train-progress").textContent = "";
   $("train-saved").textContent = "";
   drawChart();
@@ -184,6 +197,7 @@ async function stop() {
 
 async function save() {
   showError($("train-error"), "");
+  $("train-saved").textContent = ""; // an earlier "saved" must not stand beside this attempt's error
   try {
     const saved = await postJSON("/api/training/save", { name: $("train-save-name").value.trim() });
     $("train-saved").textContent = `saved ${saved.file} after ${saved.steps} steps: it is now in the Network view's model list`;

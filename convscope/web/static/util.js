@@ -55,6 +55,11 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// "1 epoch", "3 epochs"
+export function plural(count, word) {
+  return `${count.toLocaleString()} ${count === 1 ? word : `${word}s`}`;
+}
+
 export function shapeText(shape) {
   return shape.join("×");
 }
