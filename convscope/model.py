@@ -12,7 +12,7 @@ from convscope.checks import (
     checked_standardization,
 )
 from convscope.kernels import backend as kernels_backend
-from convscope.kernels.plan import describe
+from convscope.kernels.plan import describe, infer
 from convscope.losses import (
     checked_label_smoothing,
     softmax_cross_entropy_backward,
@@ -237,8 +237,12 @@ class Sequential:
         return self._plan[1]
 
     def forward_logits(self, x, training=False, rng=None):
-        """(N, H, W, C) -> logits (N, num_classes): every layer but a final softmax."""
-        for stage in self.plan():
+        """(N, H, W, C) -> logits (N, num_classes): every layer but a final softmax. On the fast path,
+        inference runs a few images at a time (convscope.kernels.plan.infer)."""
+        stages = self.plan()
+        if not training and self._plan[0] == "numba":
+            return infer(stages, x)
+        for stage in stages:
             x = stage.forward(x, training=training, rng=rng)
         return x
 

@@ -13,15 +13,38 @@ def test_bench_writes_the_documented_json(tmp_path, capsys):
     assert result["train"][0]["input"] == "28x28x1" and result["train"][0]["batch"] == 64
     assert result["train"][0]["convscope_ips"] > 0 and result["infer"][0]["convscope_ips"] > 0
     assert 10 < result["peak_rss_mb"]["convscope"] < 2000
-    assert "train   28x28x1  batch    64" in capsys.readouterr().out
+    assert result["train"][0]["model"] == "seed_cnn" and "blas_kernel" in result["machine"]
+    assert "train   28x28x1  batch    64  seed_cnn" in capsys.readouterr().out
 
 
 def test_bench_with_torch_reports_a_ratio():
     pytest.importorskip("torch")
     from convscope.bench import bench_train
 
-    row = bench_train((28, 28, 1), 8, repeats=1, with_torch=True)
-    assert row["ratio"] == pytest.approx(row["convscope_ips"] / row["torch_ips"], rel=0.01)
+    row = bench_train("seed_cnn", (28, 28, 1), 8, repeats=3, with_torch=True)
+    low, high = row["ratio_spread"]
+    assert row["torch_ips"] > 0 and low <= row["ratio"] <= high
+
+
+def test_bench_infers_beside_torch_and_onnxruntime():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from convscope.bench import bench_infer, format_row
+
+    row = bench_infer("seed_cnn", (28, 28, 1), 4, repeats=1, with_torch=True, with_ort=True)
+    assert row["ort_ips"] > 0 and row["ratio_ort_spread"][0] == row["ratio_ort"] == row["ratio_ort_spread"][1]
+    assert " ort " in format_row("infer", row)
+
+
+def test_bench_warns_when_openblas_coretype_forces_another_kernel(monkeypatch):
+    from convscope import bench
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
+    monkeypatch.setattr(bench, "blas_kernel", lambda env=None: "Haswell" if env else "Prescott")
+    lines = []
+    info = bench.blas_note(log=lines.append)
+    assert info["blas_kernel"] == "Prescott" and info["blas_kernel_native"] == "Haswell"
+    assert "warning: OPENBLAS_CORETYPE=Prescott forces the Prescott kernel" in lines[-1]
 
 
 def test_bench_rejects_bad_repeats(capsys):

@@ -117,7 +117,8 @@ def val_split(text):
     try:
         return ("fraction", fraction(text))
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, like 0.1, or last:N, got {text!r}") from None
+        problem = f"must be a number between 0 and 1, like 0.1, or last:N, got {text!r}"
+        raise argparse.ArgumentTypeError(problem) from None
 
 
 VAL_SPLIT_HELP = (

@@ -161,14 +161,15 @@ def direct_conv_pool(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=n
             for i in range(out_h):
                 for j in range(out_w):
                     for q in range(P):
-                        r0 = (i * pool + q // pool) * sh
-                        c0 = (j * pool + q % pool) * sw
                         for co in range(C_out):
                             acc[q, co] = bias[co]
-                        for di in range(kh):
-                            for dj in range(kw):
-                                for ci in range(C_in):
-                                    v = xp[b, r0 + di, c0 + dj, ci]
+                    for di in range(kh):  # each kernel tap is loaded once for the window's P positions
+                        for dj in range(kw):
+                            for ci in range(C_in):
+                                for q in range(P):
+                                    r = (i * pool + q // pool) * sh + di
+                                    c = (j * pool + q % pool) * sw + dj
+                                    v = xp[b, r, c, ci]
                                     for co in range(C_out):
                                         acc[q, co] += v * weight[di, dj, ci, co]
                     for co in range(C_out):
@@ -205,13 +206,13 @@ def direct_conv_pool_backward(C_in: int, C_out: int, kh: int, kw: int, pool: int
                 for j in range(out_w):
                     for co in range(C_out):
                         db_image[co] += dy[b, i, j, co] * T(windows[b, i, j, co] != INACTIVE)
-                    for q in range(P):
-                        r0 = (i * pool + q // pool) * sh
-                        c0 = (j * pool + q % pool) * sw
-                        for di in range(kh):
-                            for dj in range(kw):
-                                for ci in range(C_in):
-                                    v = xp[b, r0 + di, c0 + dj, ci]
+                    for di in range(kh):
+                        for dj in range(kw):
+                            for ci in range(C_in):
+                                for q in range(P):
+                                    r = (i * pool + q // pool) * sh + di
+                                    c = (j * pool + q % pool) * sw + dj
+                                    v = xp[b, r, c, ci]
                                     for co in range(C_out):
                                         dw_image[di, dj, ci, co] += v * (
                                             dy[b, i, j, co] * T(windows[b, i, j, co] == q)

@@ -15,6 +15,8 @@ Sequential runs its plan's stages instead of its layers. The fused stages comput
 layers' reference ops compute (tests/kernels compares them layer by layer).
 """
 
+import threading
+
 import numpy as np
 
 DIRECT_MAX_CHANNELS = 4  # up to this many input channels, direct loops beat im2col + matmul (K = 9 C_in)
@@ -50,22 +52,22 @@ def _bias(layer, channels, dtype):
 
 
 class Scratch:
-    """A training stage's reusable arrays, by name: each is allocated again only when its shape
-    changes. Reusing them saves the page faults of fresh multi-megabyte arrays at every step (a third
-    of the time of a matmul-sized pass). Inference never uses them (`fresh`), so concurrent
-    predictions on one model share nothing."""
+    """A stage's reusable work arrays, by name: each is allocated again only when its shape changes.
+    Reusing them saves the page faults of fresh multi-megabyte arrays at every step (a third of the
+    time of a matmul-sized pass). Training has one set (a model trains in one thread per replica);
+    inference has one per thread, so concurrent predictions on one model share nothing."""
 
     def __init__(self):
-        self._arrays = {}
+        self._training = {}
+        self._inference = threading.local()
 
     def array(self, name, shape, training: bool, dtype=np.float32, zeros=False):
         """An array of `shape` (uninitialised unless `zeros`; a reused one keeps what the last use
         wrote, so `zeros` only promises zeros where no one writes)."""
-        if not training:
-            return np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
-        array = self._arrays.get(name)
+        arrays = self._training if training else vars(self._inference).setdefault("arrays", {})
+        array = arrays.get(name)
         if array is None or array.shape != tuple(shape) or array.dtype != dtype:
-            array = self._arrays[name] = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
+            array = arrays[name] = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
         return array
 
     def padded(self, x, padding, training: bool):
@@ -78,6 +80,13 @@ class Scratch:
         xp = self.array("padded", shape, training, x.dtype.type, zeros=True)
         xp[:, top : top + h, left : left + w] = x
         return xp
+
+
+CHUNK_BYTES = 1 << 21  # the im2col path works on as many images at a time as fill ~2 MB of columns
+
+
+def _chunk_images(column_bytes_per_image: int) -> int:
+    return max(1, CHUNK_BYTES // column_bytes_per_image)
 
 
 class ConvStage:
@@ -121,31 +130,40 @@ class ConvStage:
             xp = scratch.padded(x, self.conv.padding, training)
             y = np.empty(shape, dtype=dtype)
             windows = scratch.array("windows", shape, training, np.uint8)
-            k.direct_conv_pool(c_in, c_out, kh, kw, self.pool, dtype)(
-                xp, weight, bias, sh, sw, self.relu, y, windows
-            )
+            kernel = k.direct_conv_pool(c_in, c_out, kh, kw, self.pool, dtype)
+            kernel(xp, weight, bias, sh, sw, self.relu, y, windows)
             if training:
                 self._cache = (xp, windows)
             return y
-        cols = scratch.array("cols", (n * out_h * out_w, kh * kw * c_in), training, dtype)
-        k.im2col(c_in, dtype)(x, kh, kw, sh, sw, top, left, out_h, out_w, cols)
+        kernels = weight.reshape(-1, c_out)
+        pixels = out_h * out_w
+        per = _chunk_images(pixels * kernels.shape[0] * weight.itemsize)
+        cols = scratch.array("cols", (min(n, per) * pixels, kernels.shape[0]), training, dtype)
+        im2col = k.im2col(c_in, dtype)
         if self.pool == 1:
-            z = cols @ weight.reshape(-1, c_out)  # the output: a fresh array
-            if self.conv.use_bias or self.relu:
-                k.bias_relu(c_out, dtype)(z, bias, self.relu)
-            y = z.reshape(shape)
-            if training:
-                self._cache = (cols, x.shape, y)
-            return y
-        z = scratch.array("z", (cols.shape[0], c_out), training, dtype)
-        np.matmul(cols, weight.reshape(-1, c_out), out=z)
-        y = np.empty(shape, dtype=dtype)
-        windows = scratch.array("windows", shape, training, np.uint8)
-        k.bias_relu_pool(c_out, self.pool, dtype)(
-            z.reshape(n, out_h, out_w, c_out), bias, self.relu, y, windows
-        )
+            y = np.empty(shape, dtype=dtype)  # the output, filled chunk by chunk
+            z = y.reshape(n * pixels, c_out)
+            epilogue = k.bias_relu(c_out, dtype) if self.conv.use_bias or self.relu else None
+        else:
+            y = np.empty(shape, dtype=dtype)
+            windows = scratch.array("windows", shape, training, np.uint8)
+            z = scratch.array("z", (min(n, per) * pixels, c_out), training, dtype)
+            epilogue = k.bias_relu_pool(c_out, self.pool, dtype)
+        for start in range(0, n, per):
+            stop = min(n, start + per)
+            rows = slice(0, (stop - start) * pixels)
+            im2col(x[start:stop], kh, kw, sh, sw, top, left, out_h, out_w, cols[rows])
+            if self.pool == 1:
+                out = z[start * pixels : stop * pixels]
+                np.matmul(cols[rows], kernels, out=out)
+                if epilogue is not None:
+                    epilogue(out, bias, self.relu)
+            else:
+                np.matmul(cols[rows], kernels, out=z[rows])
+                block = z[rows].reshape(stop - start, out_h, out_w, c_out)
+                epilogue(block, bias, self.relu, y[start:stop], windows[start:stop])
         if training:
-            self._cache = (cols, x.shape, windows)
+            self._cache = (x, y if self.pool == 1 else windows)
         return y
 
     def backward(self, dy, need_dx=True):
@@ -160,35 +178,64 @@ class ConvStage:
         if self.direct:
             xp, windows = self._cache
             dw = np.empty_like(weight)
-            k.direct_conv_pool_backward(c_in, c_out, kh, kw, self.pool, dtype)(
-                xp, dy, windows, sh, sw, dw, db
-            )
+            kernel = k.direct_conv_pool_backward(c_in, c_out, kh, kw, self.pool, dtype)
+            kernel(xp, dy, windows, sh, sw, dw, db)
             if need_dx:
                 dxp = self.scratch.array("padded_gradient", xp.shape, True, dtype)
-                k.direct_conv_input_grad(c_in, c_out, kh, kw, self.pool, dtype)(
-                    weight, dy, windows, sh, sw, dxp
-                )
+                kernel = k.direct_conv_input_grad(c_in, c_out, kh, kw, self.pool, dtype)
+                kernel(weight, dy, windows, sh, sw, dxp)
                 (top, bottom), (left, right) = self.conv.padding
                 dx = dxp[:, top : xp.shape[1] - bottom, left : xp.shape[2] - right].copy()
         else:
-            cols, x_shape, saved = self._cache
-            n = x_shape[0]
-            dz = self.scratch.array("dz", (n * out_h * out_w, c_out), True, dtype)
-            if self.pool == 1:
-                k.relu_grad(c_out, dtype)(dy.reshape(dz.shape), saved.reshape(dz.shape), self.relu, dz, db)
-            else:
-                k.unpool_relu_grad(c_out, self.pool, dtype)(dy, saved, dz.reshape(n, out_h, out_w, c_out), db)
-            dw = (cols.T @ dz).reshape(weight.shape)
-            if need_dx:
-                dcols = self.scratch.array("dcols", (dz.shape[0], kh * kw * c_in), True, dtype)
-                np.matmul(dz, weight.reshape(-1, c_out).T, out=dcols)
-                dx = np.empty(x_shape, dtype=dtype)
-                k.col2im(c_in, dtype)(dcols, kh, kw, sh, sw, top, left, out_h, out_w, dx)
+            dw, db, dx = self._backward_by_chunks(dy, need_dx)
         self.conv.grads["weight"] = dw
         if self.conv.use_bias:
             self.conv.grads["bias"] = db
         self._cache = None
         return dx
+
+    def _backward_by_chunks(self, dy, need_dx):
+        """The im2col path's backward, a few images at a time: their columns are rebuilt from the
+        input (cheaper than keeping N * H * W * kh * kw * C_in of them between the passes), their
+        z-gradient computed from dy and the window codes, then dw accumulated and dx written."""
+        k = self.kernels
+        x, saved = self._cache
+        weight = self.conv.params["weight"]
+        kh, kw, c_in, c_out = weight.shape
+        dtype = weight.dtype.type
+        sh, sw, top, left, out_h, out_w, _ = self._geometry()
+        kernels = weight.reshape(-1, c_out)
+        n, pixels = x.shape[0], out_h * out_w
+        per = _chunk_images(pixels * kernels.shape[0] * weight.itemsize)
+        scratch = self.scratch
+        cols = scratch.array("cols", (min(n, per) * pixels, kernels.shape[0]), True, dtype)
+        dz = scratch.array("dz", (min(n, per) * pixels, c_out), True, dtype)
+        dcols = scratch.array("dcols", cols.shape, True, dtype) if need_dx else None
+        dx = np.empty(x.shape, dtype=dtype) if need_dx else None
+        im2col, col2im = k.im2col(c_in, dtype), k.col2im(c_in, dtype)
+        gradient = (
+            k.relu_grad(c_out, dtype) if self.pool == 1 else k.unpool_relu_grad(c_out, self.pool, dtype)
+        )
+        dw = np.zeros(kernels.shape, dtype=np.float64)
+        db = np.zeros(c_out, dtype=np.float64)
+        db_chunk = np.empty(c_out, dtype=dtype)
+        for start in range(0, n, per):
+            stop = min(n, start + per)
+            rows = slice(0, (stop - start) * pixels)
+            if self.pool == 1:
+                outputs = slice(start * pixels, stop * pixels)
+                flat_dy, flat_y = dy.reshape(-1, c_out)[outputs], saved.reshape(-1, c_out)[outputs]
+                gradient(flat_dy, flat_y, self.relu, dz[rows], db_chunk)
+            else:
+                block = dz[rows].reshape(stop - start, out_h, out_w, c_out)
+                gradient(dy[start:stop], saved[start:stop], block, db_chunk)
+            db += db_chunk
+            im2col(x[start:stop], kh, kw, sh, sw, top, left, out_h, out_w, cols[rows])
+            dw += cols[rows].T @ dz[rows]
+            if need_dx:
+                np.matmul(dz[rows], kernels.T, out=dcols[rows])
+                col2im(dcols[rows], kh, kw, sh, sw, top, left, out_h, out_w, dx[start:stop])
+        return dw.astype(dtype).reshape(weight.shape), db.astype(dtype), dx
 
 
 class BatchNormStage:
@@ -353,6 +400,21 @@ def build_plan(layers, backend: str, logits_only: bool = False) -> list:
             stages.append(ReferenceStage(layer, activate=not (logits_only and last)))
         i = end
     return stages
+
+
+INFERENCE_CHUNK = 32  # images per pass in inference: every stage's work arrays stay in the caches
+
+
+def infer(stages, x):
+    """Inference-mode output of `stages` for a batch (N, ...), computed INFERENCE_CHUNK images at a
+    time (each image's output depends on it alone at inference, batch norm included)."""
+    n = x.shape[0]
+    if n <= INFERENCE_CHUNK:
+        for stage in stages:
+            x = stage.forward(x)
+        return x
+    parts = [infer(stages, x[start : start + INFERENCE_CHUNK]) for start in range(0, n, INFERENCE_CHUNK)]
+    return np.concatenate(parts)
 
 
 def describe(stages) -> list[str]:
