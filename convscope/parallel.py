@@ -58,7 +58,7 @@ class ShardedRunner:
         self.workers = workers
         self.replicas = [model]
         self.pool = (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convscope") if workers > 1 else None
+            ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="convscope") if workers > 1 else None
         )
         self._blas = None
 
@@ -76,11 +76,13 @@ class ShardedRunner:
         return self._blas.limit(limits=1, user_api="blas")
 
     def _map(self, function, shards):
+        """[function(i, shard) for each shard], the first in the calling thread, the others in the pool."""
         if len(shards) == 1:
             return [function(0, shards[0])]
         with self._single_blas_thread():
-            futures = [self.pool.submit(function, i, s) for i, s in enumerate(shards)]
-            return [f.result() for f in futures]
+            futures = [self.pool.submit(function, i, s) for i, s in enumerate(shards) if i > 0]
+            first = function(0, shards[0])
+            return [first] + [f.result() for f in futures]
 
     def loss_and_gradients(self, x, y, rng=None):
         """Mean loss, logits (N, K) and the summed gradients (named like `parameters()`) of one batch.

@@ -82,7 +82,7 @@ class Scratch:
         return xp
 
 
-CHUNK_BYTES = 1 << 21  # the im2col path works on as many images at a time as fill ~2 MB of columns
+CHUNK_BYTES = 1 << 19  # the im2col path works on as many images at a time as fill ~512 KB of columns (L2)
 
 
 def _chunk_images(column_bytes_per_image: int) -> int:
