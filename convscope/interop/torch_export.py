@@ -122,6 +122,13 @@ def torch_source(model, net=None) -> str:
     )
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_torch_export(model, out_dir) -> tuple[str, str]:
     """Write `out_dir`/model.py and `out_dir`/model.safetensors; returns their paths."""
     from safetensors.numpy import save_file
@@ -146,6 +153,7 @@ def save_torch_export(model, out_dir) -> tuple[str, str]:
     weights_path = os.path.join(out_dir, WEIGHTS_FILE)
     source_path = os.path.join(out_dir, SOURCE_FILE)
     save_file(state, weights_path, metadata=metadata)
+    os.chmod(weights_path, 0o666 & ~_umask())  # safetensors creates it 0600; give it an ordinary file's mode
     with open(source_path, "w", encoding="utf-8") as f:
         f.write(torch_source(model, net))
     return source_path, weights_path

@@ -1,6 +1,7 @@
 """`convscope export`: the files it writes, the parity table, and its errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -62,6 +63,10 @@ def test_torch_export_writes_source_and_weights_that_load_without_convscope_obje
     weights = load_file(str(out / "model.safetensors"))
     assert weights["0.weight"].shape == (6, 3, 3, 3)  # torch layout (C_out, C_in, kh, kw)
     assert sorted(weights) == sorted(exported.build_model().state_dict())
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("model.py", "model.safetensors"):  # readable by others' tools, as model.py always was
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
 
 
 def test_torch_export_check_runs_the_written_files(saved, tmp_path, capsys):
