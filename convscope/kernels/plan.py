@@ -222,18 +222,23 @@ class ConvStage:
         for start in range(0, n, per):
             stop = min(n, start + per)
             rows = slice(0, (stop - start) * pixels)
-            if self.pool == 1:
+            if self.pool == 1 and not (self.relu or self.conv.use_bias):  # a plain conv: dz is dy
+                gradient_rows = dy.reshape(-1, c_out)[start * pixels : stop * pixels]
+            elif self.pool == 1:
                 outputs = slice(start * pixels, stop * pixels)
                 flat_dy, flat_y = dy.reshape(-1, c_out)[outputs], saved.reshape(-1, c_out)[outputs]
                 gradient(flat_dy, flat_y, self.relu, dz[rows], db_chunk)
+                gradient_rows = dz[rows]
+                db += db_chunk
             else:
                 block = dz[rows].reshape(stop - start, out_h, out_w, c_out)
                 gradient(dy[start:stop], saved[start:stop], block, db_chunk)
-            db += db_chunk
+                gradient_rows = dz[rows]
+                db += db_chunk
             im2col(x[start:stop], kh, kw, sh, sw, top, left, out_h, out_w, cols[rows])
-            dw += cols[rows].T @ dz[rows]
+            dw += cols[rows].T @ gradient_rows
             if need_dx:
-                np.matmul(dz[rows], kernels.T, out=dcols[rows])
+                np.matmul(gradient_rows, kernels.T, out=dcols[rows])
                 col2im(dcols[rows], kh, kw, sh, sw, top, left, out_h, out_w, dx[start:stop])
         return dw.astype(dtype).reshape(weight.shape), db.astype(dtype), dx
 
