@@ -244,7 +244,7 @@ class Sequential:
             return infer(stages, x)
         for stage in stages:
             x = stage.forward(x, training=training, rng=rng)
-        return x
+        return np.array(x) if self._plan[0] == "numba" else x  # the fast path's stages reuse their arrays
 
     def backward_logits(self, dlogits):
         """Backpropagate d(loss)/d(logits) through every layer, filling each layer's grads."""

@@ -58,7 +58,9 @@ class ShardedRunner:
         self.workers = workers
         self.replicas = [model]
         self.pool = (
-            ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="convscope") if workers > 1 else None
+            ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="convscope")
+            if workers > 1
+            else None
         )
         self._blas = None
 

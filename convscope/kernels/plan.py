@@ -9,10 +9,11 @@ fused kernel can run:
     Dense [+ ReLU]                            -> DenseStage   (BLAS matmul + fused bias/ReLU)
     anything else                             -> ReferenceStage (the layer's own reference op)
 
-With the 'numpy' backend every layer is a ReferenceStage. A stage has the layers' protocol:
-`forward(x, training, rng)`, `backward(dy, need_dx)` (filling its layers' `grads`) and `describe()`;
-Sequential runs its plan's stages instead of its layers. The fused stages compute what their
-layers' reference ops compute (tests/kernels compares them layer by layer).
+With the 'numpy' backend every layer is a ReferenceStage. A stage has the layers' protocol,
+`forward(x, training, rng)` and `backward(dy, need_dx)` (filling its layers' `grads`), plus `layers`
+and `kernel` (what `describe` prints); Sequential runs its plan's stages instead of its layers. The
+fused stages compute what their layers' reference ops compute (tests/kernels compares them layer by
+layer).
 """
 
 import threading
@@ -55,7 +56,11 @@ class Scratch:
     """A stage's reusable work arrays, by name: each is allocated again only when its shape changes.
     Reusing them saves the page faults of fresh multi-megabyte arrays at every step (a third of the
     time of a matmul-sized pass). Training has one set (a model trains in one thread per replica);
-    inference has one per thread, so concurrent predictions on one model share nothing."""
+    inference has one per thread, so concurrent predictions on one model share nothing.
+
+    A conv or batch-norm stage's output and input gradient live here too: the next stage reads the
+    output (and keeps it for its backward), the stage before reads the gradient, and both are written
+    again only by the next pass, after those reads. Sequential copies the logits it returns."""
 
     def __init__(self):
         self._training = {}
@@ -126,9 +131,9 @@ class ConvStage:
         n = x.shape[0]
         shape = (n, out_h // self.pool, out_w // self.pool, c_out)
         scratch = self.scratch
+        y = scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
         if self.direct:
             xp = scratch.padded(x, self.conv.padding, training)
-            y = np.empty(shape, dtype=dtype)
             windows = scratch.array("windows", shape, training, np.uint8)
             kernel = k.direct_conv_pool(c_in, c_out, kh, kw, self.pool, dtype)
             kernel(xp, weight, bias, sh, sw, self.relu, y, windows)
@@ -141,11 +146,9 @@ class ConvStage:
         cols = scratch.array("cols", (min(n, per) * pixels, kernels.shape[0]), training, dtype)
         im2col = k.im2col(c_in, dtype)
         if self.pool == 1:
-            y = np.empty(shape, dtype=dtype)  # the output, filled chunk by chunk
-            z = y.reshape(n * pixels, c_out)
+            z = y.reshape(n * pixels, c_out)  # the output, filled chunk by chunk
             epilogue = k.bias_relu(c_out, dtype) if self.conv.use_bias or self.relu else None
         else:
-            y = np.empty(shape, dtype=dtype)
             windows = scratch.array("windows", shape, training, np.uint8)
             z = scratch.array("z", (min(n, per) * pixels, c_out), training, dtype)
             epilogue = k.bias_relu_pool(c_out, self.pool, dtype)
@@ -185,7 +188,8 @@ class ConvStage:
                 kernel = k.direct_conv_input_grad(c_in, c_out, kh, kw, self.pool, dtype)
                 kernel(weight, dy, windows, sh, sw, dxp)
                 (top, bottom), (left, right) = self.conv.padding
-                dx = dxp[:, top : xp.shape[1] - bottom, left : xp.shape[2] - right].copy()
+                dx = self.scratch.array("dx", (xp.shape[0], *self.conv.input_shape), True, dtype)
+                dx[...] = dxp[:, top : xp.shape[1] - bottom, left : xp.shape[2] - right]
         else:
             dw, db, dx = self._backward_by_chunks(dy, need_dx)
         self.conv.grads["weight"] = dw
@@ -211,7 +215,7 @@ class ConvStage:
         cols = scratch.array("cols", (min(n, per) * pixels, kernels.shape[0]), True, dtype)
         dz = scratch.array("dz", (min(n, per) * pixels, c_out), True, dtype)
         dcols = scratch.array("dcols", cols.shape, True, dtype) if need_dx else None
-        dx = np.empty(x.shape, dtype=dtype) if need_dx else None
+        dx = scratch.array("dx", x.shape, True, dtype) if need_dx else None  # read by the stage before only
         im2col, col2im = k.im2col(c_in, dtype), k.col2im(c_in, dtype)
         gradient = (
             k.relu_grad(c_out, dtype) if self.pool == 1 else k.unpool_relu_grad(c_out, self.pool, dtype)
@@ -279,7 +283,7 @@ class BatchNormStage:
         scale = (weight * inv_std).astype(dtype)
         shift = (bias - mean * scale).astype(dtype)
         shape = (n, h // self.pool, w // self.pool, c)
-        y = np.empty(shape, dtype=dtype)
+        y = self.scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
         windows = self.scratch.array("windows", shape, training, np.uint8)
         self.kernels.affine_relu_pool(c, self.pool, dtype)(x, scale, shift, self.relu, y, windows)
         if training:
@@ -292,7 +296,7 @@ class BatchNormStage:
         dtype = weight.dtype.type
         dy = np.ascontiguousarray(dy, dtype=dtype)
         c = x.shape[3]
-        dx = np.empty_like(x)
+        dx = self.scratch.array("dx", x.shape, True, dtype)  # read by the stage before only
         dweight, dbias = np.empty(c, dtype=dtype), np.empty(c, dtype=dtype)
         self.kernels.batchnorm_relu_pool_backward(c, self.pool, dtype)(
             x, mean, inv_std, weight, dy, windows, dx, dweight, dbias
@@ -417,7 +421,7 @@ def infer(stages, x):
     if n <= INFERENCE_CHUNK:
         for stage in stages:
             x = stage.forward(x)
-        return x
+        return np.array(x)  # a copy: the last stage's output may live in its work arrays
     parts = [infer(stages, x[start : start + INFERENCE_CHUNK]) for start in range(0, n, INFERENCE_CHUNK)]
     return np.concatenate(parts)
 

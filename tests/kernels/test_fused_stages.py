@@ -40,8 +40,11 @@ def reference_pass(stage_layers, x, dy, need_dx=True):
 
 
 def fused_pass(stage, x, dy, need_dx=True):
-    y = stage.forward(x, training=True)
+    """Copies of y, dx and the gradients: a stage writes its output and input gradient into work
+    arrays that its next pass reuses."""
+    y = stage.forward(x, training=True).copy()
     dx = stage.backward(dy, need_dx=need_dx)
+    dx = None if dx is None else dx.copy()
     grads = {f"{i}.{k}": v.copy() for i, layer in enumerate(stage.layers) for k, v in layer.grads.items()}
     return y, dx, grads
 
