@@ -80,30 +80,30 @@ def col2im(C: int, dtype=np.float32):
 
 
 @cache
-def bias_relu_pool(C: int, pool: int, dtype=np.float32):
+def scale_shift_relu_pool(C: int, pool: int, dtype=np.float32):
     P = pool * pool
 
     @jit
-    def bias_relu_pool_kernel(z, bias, relu, y, windows):
-        """z (N, H, W, C) -> y (N, H // pool, W // pool, C): max over each pool x pool window, + bias,
+    def scale_shift_relu_pool_kernel(x, scale, shift, relu, y, windows):
+        """x (N, H, W, C) -> y (N, H // pool, W // pool, C): x * scale + shift per channel (a conv's
+        bias with scale 1, a batch norm's affine map), then the max over each pool x pool window, then
         ReLU; windows (like y, uint8) gets the winning position or INACTIVE."""
         n, out_h, out_w, _ = y.shape
         for b in range(n):
             for i in range(out_h):
                 for j in range(out_w):
                     for ch in range(C):
-                        best = z[b, i * pool, j * pool, ch]
+                        best = x[b, i * pool, j * pool, ch] * scale[ch] + shift[ch]
                         arg = 0
                         for q in range(1, P):
-                            v = z[b, i * pool + q // pool, j * pool + q % pool, ch]
+                            v = x[b, i * pool + q // pool, j * pool + q % pool, ch] * scale[ch] + shift[ch]
                             arg = q if v > best else arg
                             best = v if v > best else best
-                        value = best + bias[ch]
-                        on = value > 0.0 or not relu
-                        y[b, i, j, ch] = value if on else 0.0
+                        on = best > 0.0 or not relu
+                        y[b, i, j, ch] = best if on else 0.0
                         windows[b, i, j, ch] = arg if on else INACTIVE
 
-    return bias_relu_pool_kernel
+    return scale_shift_relu_pool_kernel
 
 
 @cache
@@ -113,9 +113,9 @@ def unpool_relu_grad(C: int, pool: int, dtype=np.float32):
 
     @jit
     def unpool_relu_grad_kernel(dy, windows, dz, dbias):
-        """Backward of bias_relu_pool: dy (N, H_out, W_out, C) -> dz (N, H, W, C), each window's
-        gradient at its winner and zeros elsewhere (rows and columns the pooling dropped included),
-        and dbias (C,), the sum of dz (float64 accumulators)."""
+        """Backward of scale_shift_relu_pool with scale 1 (a conv's bias): dy (N, H_out, W_out, C) ->
+        dz (N, H, W, C), each window's gradient at its winner and zeros elsewhere (rows and columns the
+        pooling dropped included), and dbias (C,), the sum of dz (float64 accumulators)."""
         n, h, w, _ = dz.shape
         _, out_h, out_w, _ = dy.shape
         total = np.zeros(C, dtype=np.float64)
@@ -151,9 +151,9 @@ def direct_conv_pool(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=n
     @jit
     def direct_conv_pool_kernel(xp, weight, bias, sh, sw, relu, y, windows):
         """Convolution computed directly (no im2col), for inputs with few channels, fused with bias,
-        max pooling and ReLU as in bias_relu_pool. xp: the input, already zero-padded
+        max pooling and ReLU as in scale_shift_relu_pool. xp: the input, already zero-padded
         (N, H + top + bottom, W + left + right, C_in) -> y (N, H_c // pool, W_c // pool, C_out), with
-        H_c x W_c the convolution's output size; windows as in bias_relu_pool."""
+        H_c x W_c the convolution's output size; windows as in scale_shift_relu_pool."""
         n = xp.shape[0]
         _, out_h, out_w, _ = y.shape
         acc = np.empty((P, C_out), dtype=T)

@@ -1,4 +1,5 @@
-"""Compiled kernels for batch normalisation fused with ReLU and 2x2 max pooling.
+"""Compiled kernels for batch normalisation fused with ReLU and 2x2 max pooling (the forward's
+normalise + ReLU + pool is conv.scale_shift_relu_pool, shared with the conv epilogue).
 
 Images (N, H, W, C); `pool` and the window codes as in convscope.kernels.conv. The block after the
 normalisation is never stored: the backward pass recomputes x_hat = (x - mean) * inv_std from the
@@ -10,7 +11,6 @@ from functools import cache
 import numpy as np
 
 from convscope.kernels.compile import jit
-from convscope.kernels.conv import INACTIVE
 
 
 @cache
@@ -36,32 +36,6 @@ def channel_mean_var(C: int, dtype=np.float32):
             var[ch] = squares[ch] / m
 
     return channel_mean_var_kernel
-
-
-@cache
-def affine_relu_pool(C: int, pool: int, dtype=np.float32):
-    P = pool * pool
-
-    @jit
-    def affine_relu_pool_kernel(x, scale, shift, relu, y, windows):
-        """x (N, H, W, C) -> y (N, H // pool, W // pool, C): x * scale + shift per channel, then the
-        max over each window, then ReLU; windows gets the winner or INACTIVE (as bias_relu_pool)."""
-        n, out_h, out_w, _ = y.shape
-        for b in range(n):
-            for i in range(out_h):
-                for j in range(out_w):
-                    for ch in range(C):
-                        best = x[b, i * pool, j * pool, ch] * scale[ch] + shift[ch]
-                        arg = 0
-                        for q in range(1, P):
-                            v = x[b, i * pool + q // pool, j * pool + q % pool, ch] * scale[ch] + shift[ch]
-                            arg = q if v > best else arg
-                            best = v if v > best else best
-                        on = best > 0.0 or not relu
-                        y[b, i, j, ch] = best if on else 0.0
-                        windows[b, i, j, ch] = arg if on else INACTIVE
-
-    return affine_relu_pool_kernel
 
 
 @cache

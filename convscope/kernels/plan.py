@@ -151,7 +151,8 @@ class ConvStage:
         else:
             windows = scratch.array("windows", shape, training, np.uint8)
             z = scratch.array("z", (min(n, per) * pixels, c_out), training, dtype)
-            epilogue = k.bias_relu_pool(c_out, self.pool, dtype)
+            epilogue = k.scale_shift_relu_pool(c_out, self.pool, dtype)
+            ones = np.ones(c_out, dtype=dtype)
         for start in range(0, n, per):
             stop = min(n, start + per)
             rows = slice(0, (stop - start) * pixels)
@@ -164,7 +165,7 @@ class ConvStage:
             else:
                 np.matmul(cols[rows], kernels, out=z[rows])
                 block = z[rows].reshape(stop - start, out_h, out_w, c_out)
-                epilogue(block, bias, self.relu, y[start:stop], windows[start:stop])
+                epilogue(block, ones, bias, self.relu, y[start:stop], windows[start:stop])
         if training:
             self._cache = (x, y if self.pool == 1 else windows)
         return y
@@ -251,9 +252,9 @@ class BatchNormStage:
     """BatchNorm2D, optionally with the ReLU and the 2x2 max pooling after it, in one fused kernel."""
 
     def __init__(self, layers, relu: bool, pool: int):
-        from convscope.kernels import norm
+        from convscope.kernels import conv, norm
 
-        self.kernels = norm
+        self.kernels, self.epilogues = norm, conv
         self.layers = tuple(layers)
         self.norm = layers[0]
         self.relu, self.pool = relu, pool
@@ -285,7 +286,7 @@ class BatchNormStage:
         shape = (n, h // self.pool, w // self.pool, c)
         y = self.scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
         windows = self.scratch.array("windows", shape, training, np.uint8)
-        self.kernels.affine_relu_pool(c, self.pool, dtype)(x, scale, shift, self.relu, y, windows)
+        self.epilogues.scale_shift_relu_pool(c, self.pool, dtype)(x, scale, shift, self.relu, y, windows)
         if training:
             self._cache = (x, mean, inv_std, windows)
         return y
