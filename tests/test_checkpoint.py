@@ -25,6 +25,15 @@ from convscope.train import TrainingDiverged, validation_split
 WORKER = Path(__file__).with_name("checkpoint_worker.py")
 
 
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own Ctrl-C handler, as in a terminal: a process started in the background (`cmd &`)
+    inherits SIGINT ignored, and then no KeyboardInterrupt would ever come."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load("digits", split="train"), load("digits", split="test")
