@@ -17,11 +17,18 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,torch,onnx]'
 	touch $@ $(VENV)/.core
 
-demo: $(VENV)/.core
+# The kernels compiled ahead of time (convscope/kernels/aot.py): processes load them without Numba's JIT.
+# Without a C compiler the build fails and the kernels compile at first use instead.
+KERNEL_LIBRARY := convscope/kernels/_aot/library.json
+$(KERNEL_LIBRARY): $(wildcard convscope/kernels/*.py) convscope/models.py | $(VENV)/.core
+	$(BIN)/python -m convscope.kernels.aot \
+		|| echo "WARNING: the kernel library could not be built: kernels will compile at first use"
+
+demo: $(VENV)/.core $(KERNEL_LIBRARY)
 	$(BIN)/convscope demo
 
 # The browser tests drive Debian's chromium with Playwright (never `playwright install`).
-test: $(VENV)/.test
+test: $(VENV)/.test $(KERNEL_LIBRARY)
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) \
 		|| echo "WARNING: chromium could not be installed with apt: the browser tests will be skipped"
 	$(BIN)/ruff check .
@@ -36,4 +43,4 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) demo-output convscope/kernels/_aot

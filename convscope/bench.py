@@ -276,6 +276,20 @@ def blas_note(log=print) -> dict:
     return info
 
 
+def kernel_library_note(log=print) -> str | None:
+    """The ahead-of-time kernel library this process loads (convscope.kernels.aot), or None."""
+    from convscope.kernels import aot
+
+    found = aot.library()
+    if found is None:
+        log("kernels: no ahead-of-time library (python -m convscope.kernels.aot builds one): they compile at "
+            "first use, and the process loads Numba and LLVM")
+        return None
+    path = str(found.folder / found.manifest["file"])
+    log(f"kernels: ahead-of-time library {path} ({len(found.manifest['kernels'])} kernels)")
+    return path
+
+
 def run_bench(repeats=5, with_torch=None, with_ort=None, quick=False, log=print) -> dict:
     """Every measurement of the benchmark as one dict (the --json shape)."""
     from convscope import kernels
@@ -291,6 +305,7 @@ def run_bench(repeats=5, with_torch=None, with_ort=None, quick=False, log=print)
     result = {
         "machine": {"cpus": os.cpu_count(), "numpy": np.__version__, **blas_note(log)},
         "kernels": kernels.backend(),
+        "kernel_library": kernel_library_note(log) if kernels.backend() == "numba" else None,
         "rounds": repeats,
     }
     if with_torch:

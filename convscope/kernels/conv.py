@@ -15,16 +15,16 @@ Each kernel is built for fixed channel counts (`lru_cache`d factories below): wi
 length known when compiling, LLVM keeps the accumulators in vector registers. See compile.py.
 """
 
-from functools import cache
+
 
 import numpy as np
 
-from convscope.kernels.compile import jit
+from convscope.kernels.compile import factory, jit
 
 INACTIVE = 255  # window code: the ReLU zeroed this output, no gradient flows back
 
 
-@cache
+@factory
 def im2col(C: int, dtype=np.float32):
 
     @jit
@@ -51,7 +51,7 @@ def im2col(C: int, dtype=np.float32):
     return im2col_kernel
 
 
-@cache
+@factory
 def col2im(C: int, dtype=np.float32):
 
     @jit
@@ -79,7 +79,7 @@ def col2im(C: int, dtype=np.float32):
     return col2im_kernel
 
 
-@cache
+@factory
 def scale_shift_relu_pool(C: int, pool: int, dtype=np.float32):
     P = pool * pool
 
@@ -106,7 +106,7 @@ def scale_shift_relu_pool(C: int, pool: int, dtype=np.float32):
     return scale_shift_relu_pool_kernel
 
 
-@cache
+@factory
 def unpool_relu_grad(C: int, pool: int, dtype=np.float32):
     T = dtype
     P = pool * pool
@@ -143,7 +143,7 @@ def unpool_relu_grad(C: int, pool: int, dtype=np.float32):
     return unpool_relu_grad_kernel
 
 
-@cache
+@factory
 def direct_conv_pool(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=np.float32):
     T = dtype
     P = pool * pool
@@ -186,7 +186,7 @@ def direct_conv_pool(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=n
     return direct_conv_pool_kernel
 
 
-@cache
+@factory
 def direct_conv_pool_backward(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=np.float32):
     T = dtype
     P = pool * pool
@@ -225,7 +225,7 @@ def direct_conv_pool_backward(C_in: int, C_out: int, kh: int, kw: int, pool: int
     return direct_conv_pool_backward_kernel
 
 
-@cache
+@factory
 def direct_conv_input_grad(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=np.float32):
     T = dtype
     P = pool * pool
@@ -255,7 +255,7 @@ def direct_conv_input_grad(C_in: int, C_out: int, kh: int, kw: int, pool: int, d
     return direct_conv_input_grad_kernel
 
 
-@cache
+@factory
 def bias_relu(C: int, dtype=np.float32):
 
     @jit
@@ -269,7 +269,7 @@ def bias_relu(C: int, dtype=np.float32):
     return bias_relu_kernel
 
 
-@cache
+@factory
 def relu_grad(C: int, dtype=np.float32):
     T = dtype
 

@@ -6,14 +6,14 @@ normalisation is never stored: the backward pass recomputes x_hat = (x - mean) *
 input it keeps, and reads the ReLU and pooling decisions from the window codes.
 """
 
-from functools import cache
+
 
 import numpy as np
 
-from convscope.kernels.compile import jit
+from convscope.kernels.compile import factory, jit
 
 
-@cache
+@factory
 def channel_mean_var(C: int, dtype=np.float32):
 
     @jit
@@ -38,7 +38,7 @@ def channel_mean_var(C: int, dtype=np.float32):
     return channel_mean_var_kernel
 
 
-@cache
+@factory
 def batchnorm_relu_pool_backward(C: int, pool: int, dtype=np.float32):
     T = dtype
     P = pool * pool

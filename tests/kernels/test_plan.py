@@ -113,13 +113,15 @@ def test_environment_variable_chooses_the_backend():
     assert bad.returncode != 0 and "CONVSCOPE_KERNELS='fast': must be one of numba, numpy" in bad.stderr
 
 
-def test_import_does_not_load_numba_and_the_cache_goes_where_numba_cache_dir_says(tmp_path):
+def test_import_does_not_load_numba_and_jit_code_is_cached_where_numba_cache_dir_says(tmp_path):
     code = (
         "import sys, convscope; assert 'numba' not in sys.modules, 'numba imported by import convscope'\n"
         "import numpy as np; from convscope.models import seed_cnn\n"
         "seed_cnn((8, 8, 1), 10).predict(np.zeros((2, 8, 8, 1), np.float32)); print('ok')"
     )
-    done = _run_python(code, NUMBA_CACHE_DIR=str(tmp_path), CONVSCOPE_KERNELS="numba")
+    done = _run_python(
+        code, NUMBA_CACHE_DIR=str(tmp_path), CONVSCOPE_KERNELS="numba", CONVSCOPE_KERNEL_LIBRARY="none"
+    )
     assert done.stdout.strip() == "ok", done.stderr
     cached = [name for _, _, files in os.walk(tmp_path) for name in files]
     assert any(name.endswith(".nbi") for name in cached) and any(name.endswith(".nbc") for name in cached)
