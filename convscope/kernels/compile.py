@@ -51,6 +51,18 @@ def argument_type(value) -> str:
     raise TypeError(f"unsupported kernel argument of type {type(value).__name__}")
 
 
+def _types_key(args) -> tuple:
+    """A cheap key that tells apart every two argument tuples of different Numba types (a kernel call
+    computes it every time, so it avoids argument_type's strings)."""
+    key = []
+    for value in args:
+        if type(value) is np.ndarray:
+            key += (value.dtype, value.ndim, value.flags.c_contiguous)
+        else:
+            key.append(type(value))
+    return tuple(key)
+
+
 class Kernel:
     """A compiled loop nest, callable like the function it wraps (kernels return nothing: they write
     into arrays they are given).
@@ -70,22 +82,23 @@ class Kernel:
         _MADE.append(self)
 
     def __call__(self, *args):
-        types = tuple(map(argument_type, args))
-        compiled = self._compiled.get(types)
+        key = _types_key(args)
+        compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compile(types)
+            compiled = self._compile(key, args)
         compiled(*args)
 
-    def _compile(self, types: tuple):
+    def _compile(self, key: tuple, args: tuple):
         """The library's build for these argument types, else Numba's (compiled at its first call)."""
         from convscope.kernels import aot
 
         with self._lock:
-            compiled = self._compiled.get(types)
+            compiled = self._compiled.get(key)
             if compiled is None:
+                types = tuple(map(argument_type, args))
                 compiled = aot.lookup(self, types) or self.dispatcher()
                 self.signatures.add(types)
-                self._compiled[types] = compiled
+                self._compiled[key] = compiled
         return compiled
 
     def dispatcher(self):
