@@ -149,7 +149,7 @@ def library() -> Library | None:
 
 def lookup(kernel, types):
     """The ahead-of-time build of `kernel` for argument `types`, or None (then Numba compiles it)."""
-    found = library()
+    found = library() if kernel.origin is not None else None
     return None if found is None else found.function(kernel.origin, types)
 
 
@@ -196,7 +196,7 @@ def record_catalogue(cases=CATALOGUE, log=print) -> list:
             for batch in (1, 40):
                 model.predict_proba(rng.random((batch, *shape), dtype=np.float32))
             log(f"  ran {build.__name__} {'x'.join(map(str, shape))} ({time.perf_counter() - start:.1f} s)")
-    return [k for k in kernel_compile.made_kernels() if k.signatures]
+    return [k for k in kernel_compile.made_kernels() if k.signatures and k.origin is not None]
 
 
 def _ahead_of_time_flags(configure):

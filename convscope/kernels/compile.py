@@ -67,13 +67,15 @@ class Kernel:
     """A compiled loop nest, callable like the function it wraps (kernels return nothing: they write
     into arrays they are given).
 
-    `origin` says how to make it again in another process: (module, factory, factory arguments), or
-    (module, function name, None) for a kernel defined at module level. `signatures` records the
+    `origin` names it in the ahead-of-time library: (module, factory, factory arguments), or (module,
+    function name, None) for a kernel defined at module level; None for a closure made outside a
+    `factory` (then it always compiles just in time). `signatures` records the
     argument types of every call (what an ahead-of-time build compiles)."""
 
     def __init__(self, function):
         self.function = function
-        self.origin = (function.__module__, function.__name__, None)
+        # A closure's constants are part of the kernel: only its factory can name it (see `factory`).
+        self.origin = None if function.__closure__ else (function.__module__, function.__name__, None)
         self.signatures: set[tuple[str, ...]] = set()
         self._compiled: dict[tuple, object] = {}
         self._dispatcher = None

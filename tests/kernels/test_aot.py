@@ -127,3 +127,21 @@ def test_a_bad_case_is_refused_by_the_command():
         text=True,
     )
     assert done.returncode == 2 and "a case is MODEL:HxWxC" in done.stderr
+
+
+def test_a_closure_made_outside_a_factory_is_never_looked_up(library, monkeypatch):
+    from convscope.kernels.compile import jit
+
+    def make(scale):
+        def scaled(x):
+            for i in range(x.size):
+                x[i] *= scale
+
+        return jit(scaled)
+
+    kernel = make(3.0)
+    assert kernel.origin is None
+    monkeypatch.setattr(aot, "_opened", [aot.Library.open(library)])
+    assert aot.lookup(kernel, ("float32[::1]",)) is None
+    dense = ("float32[:, ::1]", "float32[::1]", "boolean")
+    assert aot.lookup(conv.bias_relu(128, np.float32), dense) is not None  # the seed CNN's hidden layer
