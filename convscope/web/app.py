@@ -33,6 +33,7 @@ def create_app(model_files=(), models_dir=None, data_dirs=()) -> FastAPI:
     from convscope import __version__
 
     registry = ModelRegistry(model_files, models_dir)
+    registry.remove_partial_saves()  # a server killed while saving left only a temporary file: no model
     trainer = TrainingManager(registry, discover_sources(data_dirs))
 
     @asynccontextmanager

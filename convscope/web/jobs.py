@@ -170,8 +170,11 @@ class TrainingJob:
             )
 
     def _run(self):
+        from threadpoolctl import threadpool_limits
+
         try:
-            self._train()
+            with threadpool_limits(limits=TRAINING_WORKERS, user_api="blas"):  # BLAS too leaves a core free
+                self._train()
             if self._stop.is_set() and self.epochs_done < self.target_epochs:
                 self._finish("stopped", self._stopped_message())
             else:

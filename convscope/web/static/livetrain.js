@@ -90,7 +90,7 @@ function showSnapshot(epoch) {
     (k.note ? ` (${k.note})` : "") + `; red positive, blue negative, ±${k.bound.toPrecision(3)}`;
   if (shot.maps) {
     const [h, , c] = shot.maps.shape;
-    montage($("ev-maps"), Array.from({ length: c }, (_, i) => [shot.maps, i]), Math.max(48, Math.min(96, h * 2)), 8);
+    montage($("ev-maps"), Array.from({ length: c }, (_, i) => [shot.maps, i]), 48, 8);
     $("ev-maps-note").textContent = `${shot.maps_layer}: ${c} maps of ${h}×${shot.maps.shape[1]}`;
   }
 }
@@ -159,6 +159,7 @@ function handle(event) {
   if (event.type === "epoch") {
     state.epochEvents.push(event);
     const validation = event.val_accuracy !== undefined ? `, validation ${(100 * event.val_accuracy).toFixed(1)}%` : "";
+    if (state.source) refreshRuns(); // live, not while replaying a reattached job's events
     $("lt-progress").textContent =
       `epoch ${event.epoch}: loss ${event.loss.toFixed(4)}, train ${(100 * event.accuracy).toFixed(1)}%${validation}`;
   }
@@ -282,6 +283,7 @@ async function save() {
     $("lt-saved").textContent = `saved ${saved.file}: opening it in the Network view`;
     await refreshModels(name);
     document.querySelector("nav button[data-view=network]").click();
+    window.scrollTo(0, 0); // the model's input canvas, at the top of the network view
   } catch (error) {
     showError($("lt-error"), error.message);
   }
