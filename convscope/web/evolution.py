@@ -7,6 +7,7 @@ from convscope.layers import BatchNorm2D, Conv2D, Dropout, ReLU
 from convscope.web.encoding import encode_block, encode_image, encode_scaled
 
 FOLLOWERS = (BatchNorm2D, ReLU, Dropout)  # layers shown with the conv before them: same channels
+MAX_CHANNELS = 64  # kernels and maps per snapshot: a job keeps one snapshot per epoch, for the slider
 
 
 def first_conv(model) -> int | None:
@@ -24,20 +25,25 @@ def shown_block(model, conv_index: int) -> int:
 
 
 def encode_kernels(weight: np.ndarray) -> dict:
-    """Conv weights (kh, kw, C_in, C_out) -> the kernels on one symmetric scale around 0: C_out gray
-    maps (RdBu_r) of input channel 0 when C_in is not 3, else one RGB tile per kernel (0.5 + w / 2max)."""
+    """Conv weights (kh, kw, C_in, C_out) -> the first MAX_CHANNELS kernels on one symmetric scale around
+    0: gray maps (RdBu_r) of input channel 0 when C_in is not 3, else one RGB tile per kernel
+    (0.5 + w / 2max)."""
+    count = int(weight.shape[3])
+    weight = weight[..., :MAX_CHANNELS]
     bound = float(np.abs(weight).max()) or 1.0
     kh, kw, c_in, c_out = weight.shape
     if c_in == 3:
         tiles = 0.5 + weight.transpose(3, 0, 1, 2) / (2 * bound)  # (C_out, kh, kw, 3)
         return {
             "kind": "rgb",
+            "count": count,
             "bound": bound,
             "shape": [kh, kw, c_in, c_out],
             "tiles": [encode_scaled(tile, 0.0, 1.0, "rgb") for tile in tiles],
         }
     return {
         "kind": "channels",
+        "count": count,
         "bound": bound,
         "shape": [kh, kw, c_in, c_out],
         "block": encode_scaled(weight[:, :, 0, :], -bound, bound, "RdBu_r"),
@@ -58,8 +64,10 @@ def snapshot(model, epoch: int, probe: np.ndarray | None) -> dict:
     if probe is not None:
         shown = shown_block(model, conv)
         outputs = model.feature_maps(probe[None])
-        event["maps"] = encode_block(outputs[shown][0])
+        block = outputs[shown][0]
+        event["maps"] = encode_block(block[..., :MAX_CHANNELS])
         event["maps_layer"] = " + ".join(layer.name for layer in model.layers[conv : shown + 1])
+        event["channels"] = int(block.shape[-1])  # of which the first MAX_CHANNELS are drawn
     return event
 
 

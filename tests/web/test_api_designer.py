@@ -367,3 +367,17 @@ def test_runs_of_the_session_are_listed_for_comparison(client):
     assert client.app.state.trainer.runs[0].model is None
     kinds = {e["type"] for e in client.app.state.trainer.runs[0].describe()["events"]}
     assert "snapshot" not in kinds and "epoch" in kinds
+
+
+def test_snapshots_of_a_wide_first_layer_keep_64_channels():
+    from convscope.layers import Conv2D, Dense, GlobalAvgPool2D, ReLU
+    from convscope.web.evolution import snapshot
+
+    model = convscope.Sequential(
+        [Conv2D(100, 3), ReLU(), GlobalAvgPool2D(), Dense(10)], input_shape=(8, 8, 3)
+    )
+    shot = snapshot(model, 0, np.zeros((8, 8, 3), dtype=np.float32))
+    assert shot["kernels"]["count"] == 100 and len(shot["kernels"]["tiles"]) == 64  # one RGB tile per kernel
+    assert shot["kernels"]["tiles"][0]["shape"] == [3, 3, 3] and shot["kernels"]["kind"] == "rgb"
+    assert shot["maps"]["shape"] == [8, 8, 64] and shot["channels"] == 100
+    assert shot["maps_layer"] == "conv2d + relu"

@@ -86,12 +86,14 @@ function showSnapshot(epoch) {
   const pictures = k.kind === "rgb" ? k.tiles.map((tile) => [tile, 0]) : Array.from({ length: k.shape[3] }, (_, c) => [k.block, c]);
   montage($("ev-kernels"), pictures, 40, 8);
   $("ev-kernel-note").textContent =
-    `${shot.kernel_layer}: ${k.shape[3]} kernels of ${k.shape[0]}×${k.shape[1]}×${k.shape[2]}` +
+    `${shot.kernel_layer}: ${k.count} kernels of ${k.shape[0]}×${k.shape[1]}×${k.shape[2]}` +
+    (k.count > k.shape[3] ? ` (the first ${k.shape[3]} drawn)` : "") +
     (k.note ? ` (${k.note})` : "") + `; red positive, blue negative, ±${k.bound.toPrecision(3)}`;
   if (shot.maps) {
     const [h, , c] = shot.maps.shape;
     montage($("ev-maps"), Array.from({ length: c }, (_, i) => [shot.maps, i]), 48, 8);
-    $("ev-maps-note").textContent = `${shot.maps_layer}: ${c} maps of ${h}×${shot.maps.shape[1]}`;
+    const shown = shot.channels > c ? ` (the first ${c} of ${shot.channels})` : "";
+    $("ev-maps-note").textContent = `${shot.maps_layer}: ${c} maps of ${h}×${shot.maps.shape[1]}${shown}`;
   }
 }
 
