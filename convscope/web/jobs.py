@@ -107,6 +107,10 @@ class _EpochEnd:
     smooth_steps: int
 
 
+class Diverged(RuntimeError):
+    """A step whose loss or gradient was NaN or infinite: the job rolls back to its last epoch's end."""
+
+
 class TrainingJob:
     """Trains a recipe or a designed network on a data source in a daemon thread; `stop()` ends it between
     two steps (rolling back to the last epoch's end), `resume()` goes on from there."""
@@ -175,12 +179,22 @@ class TrainingJob:
         try:
             with threadpool_limits(limits=TRAINING_WORKERS, user_api="blas"):  # BLAS too leaves a core free
                 self._train()
-            if self._stop.is_set() and self.epochs_done < self.target_epochs:
-                self._finish("stopped", self._stopped_message())
-            else:
-                self._finish("finished", f"training finished after {self.steps_done} steps")
+        except Diverged as error:
+            self._roll_back()
+            self._finish("failed", f"{error}; {self._kept()}")
+            return
         except Exception as error:  # the job reports every failure in the page instead of dying silently
             self._finish("failed", f"training failed: {type(error).__name__}: {error}")
+            return
+        if self._stop.is_set() and self.epochs_done < self.target_epochs:
+            self._finish("stopped", self._stopped_message())
+        else:
+            self._finish("finished", f"training finished after {self.steps_done} steps")
+
+    def _kept(self) -> str:
+        if self.epochs_done == 0:
+            return "no epoch had finished, so there is no model to save"
+        return f"the model is as it was after epoch {self.epochs_done} (it can be saved)"
 
     def _stopped_message(self) -> str:
         if self.epochs_done == 0:
@@ -329,7 +343,7 @@ class TrainingJob:
             if schedule is not None:
                 model.optimizer.lr = schedule(position, total_steps)
             batch = images[idx] if self._augment is None else self._augment(images[idx], rng)
-            loss, logits = model.train_step(model.standardize(batch), labels[idx], rng=rng)
+            loss, logits = self._step(model.standardize(batch), labels[idx], epoch, number)
             self.steps_done += 1
             hits = int((logits.argmax(axis=1) == labels[idx]).sum())
             loss_sum, correct, seen = loss_sum + float(loss) * len(idx), correct + hits, seen + len(idx)
@@ -350,6 +364,21 @@ class TrainingJob:
                 )
         self._epoch_loss = (loss_sum / seen, correct / seen)
         return True
+
+    def _step(self, x, y, epoch: int, number: int):
+        """One optimiser step: (loss, logits), or Diverged naming the step, the cause and a remedy."""
+        from convscope.optim import NonFiniteGradient
+
+        place = f"training diverged at step {number} of epoch {epoch}"
+        lr = self.model.optimizer.lr
+        hint = f"the learning rate {lr:.3g} is likely too high, try {lr / 10:.3g}"
+        try:
+            loss, logits = self.model.train_step(x, y, rng=self._rng)
+        except NonFiniteGradient as error:
+            raise Diverged(f"{place}: the gradient of {error.name} is NaN or infinite; {hint}") from None
+        if not np.isfinite(loss):
+            raise Diverged(f"{place}: the loss is {loss}; {hint}")
+        return loss, logits
 
     def _epoch_event(self, epoch: int, validation):
         loss, accuracy = self._epoch_loss

@@ -2,6 +2,8 @@
 with the library's sentence, the size limits hold), designed networks trained with kernel snapshots,
 stop/resume from the end of an epoch, the runs of the session for comparison, who holds the slot."""
 
+import re
+
 import numpy as np
 import pytest
 from test_api_training import wait_until_done
@@ -381,3 +383,20 @@ def test_snapshots_of_a_wide_first_layer_keep_64_channels():
     assert shot["kernels"]["tiles"][0]["shape"] == [3, 3, 3] and shot["kernels"]["kind"] == "rgb"
     assert shot["maps"]["shape"] == [8, 8, 64] and shot["channels"] == 100
     assert shot["maps_layer"] == "conv2d + relu"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+def test_a_diverging_run_fails_with_the_step_and_keeps_its_last_good_epoch(client, models_dir):
+    body = {**QUICK, "max_images": 300, "epochs": 3, "optimizer": "sgd", "schedule": "none"}
+    client.post("/api/training", json={**body, "lr": 1e-3, "architecture": design(seed_layers())})
+    wait_until_done(client)
+    client.app.state.trainer.job.model.optimizer.lr = 1e30  # the next steps blow up
+    client.post("/api/training/resume", json={"epochs": 4})
+    state = wait_until_done(client)
+    message = state["events"][-1]["message"]
+    assert state["status"] == "failed" and re.match(
+        r"training diverged at step \d+ of epoch 4: the ", message
+    )
+    assert "the learning rate 1e+30 is likely too high" in message and "as it was after epoch 3" in message
+    assert client.post("/api/training/save", json={"name": "good"}).status_code == 200
+    assert np.isfinite(weights_of(models_dir / "good.convscope")["0.weight"]).all()
