@@ -54,6 +54,7 @@ def create_app(model_files=(), models_dir=None, data_dirs=()) -> FastAPI:
     app.state.playground_images = playground.UploadedImages()
     app.state.closing = threading.Event()  # set when the server is asked to stop
     install_error_handlers(app)
+    app.add_middleware(designer.ArchitectureBodyLimit)
     for router in (network.router, playground.router, training.router, designer.router):
         app.include_router(router)
 

@@ -14,7 +14,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from convscope.explain.convolve import size_rule_text
-from convscope.model_file import _config_problem, _DrawLimit, _layer_values, _TooManyValues
+from convscope.model_file import (
+    MAX_CONFIG_BYTES,
+    _config_problem,
+    _DrawLimit,
+    _layer_values,
+    _TooManyValues,
+)
 from convscope.web.errors import WebError
 
 router = APIRouter(prefix="/api/designer", tags=["designer"])
@@ -256,6 +262,33 @@ def presets(num_classes: int) -> list[dict]:
 
 
 # the API
+
+
+ARCHITECTURE_ROUTES = ("/api/designer/check", "/api/training")
+
+
+class ArchitectureBodyLimit:
+    """ASGI middleware: a 413 for a body over MAX_CONFIG_BYTES (1 MiB, a model file's config.json limit)
+    sent to the routes that take an architecture, told by its Content-Length before anything is read; a
+    body sent without one (chunked) is refused too. Plain ASGI, so event streams pass untouched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ARCHITECTURE_ROUTES:
+            headers = dict(scope.get("headers") or [])
+            length = headers.get(b"content-length", b"").decode("latin-1")
+            if not length.isdigit() or int(length) > MAX_CONFIG_BYTES:
+                from convscope.web.errors import error_response
+
+                sentence = (
+                    f"the request body must state its length and be at most {MAX_CONFIG_BYTES:,} bytes, "
+                    "the limit for an architecture and its training settings"
+                )
+                await error_response(413, sentence)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class CheckRequest(BaseModel):

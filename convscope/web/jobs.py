@@ -143,6 +143,8 @@ class TrainingJob:
     # the thread
 
     def start(self):
+        if self._data is None:  # published before the thread starts: a page following the job sees it at once
+            self._publish(type="status", message=f"loading {self.source.name} ...")
         self._thread.start()
         return self
 
@@ -231,7 +233,6 @@ class TrainingJob:
         """Load the data and build the model: (train images, labels, validation pair or None, probe)."""
         s = self.settings
         self.status = "loading"
-        self._publish(type="status", message=f"loading {self.source.name} ...")
         train, test = load_source(self.source)
         images, labels = train.images, train.labels
         if s.max_images is not None:

@@ -400,3 +400,10 @@ def test_a_diverging_run_fails_with_the_step_and_keeps_its_last_good_epoch(clien
     assert "the learning rate 1e+30 is likely too high" in message and "as it was after epoch 3" in message
     assert client.post("/api/training/save", json={"name": "good"}).status_code == 200
     assert np.isfinite(weights_of(models_dir / "good.convscope")["0.weight"]).all()
+
+
+def test_architecture_bodies_are_limited_to_a_config_json_size(client):
+    huge = design([layer("ReLU", note="x" * 2_000_000)])
+    for path in ("/api/designer/check", "/api/training"):
+        assert_error(client.post(path, json={"architecture": huge}), 413, "at most 1,048,576 bytes")
+    assert client.get("/api/training").json()["status"] == "idle"
