@@ -210,6 +210,7 @@ function loadLayers(layers) {
 }
 
 async function loadDataset(name) {
+  $("ds-input").textContent = `reading ${name} (once per server) ...`;
   const answer = await api(`/api/designer/presets?dataset=${encodeURIComponent(name)}`);
   state.dataset = name;
   state.inputShape = answer.input_shape;
