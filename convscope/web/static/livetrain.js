@@ -88,7 +88,10 @@ function showSnapshot(epoch) {
   $("ev-kernel-note").textContent =
     `${shot.kernel_layer}: ${k.count} kernels of ${k.shape[0]}×${k.shape[1]}×${k.shape[2]}` +
     (k.count > k.shape[3] ? ` (the first ${k.shape[3]} drawn)` : "") +
-    (k.note ? ` (${k.note})` : "") + `; red positive, blue negative, ±${k.bound.toPrecision(3)}`;
+    (k.note ? ` (${k.note})` : "") +
+    (k.kind === "rgb"
+      ? `; each weight's red, green and blue as 0.5 + w / ${(2 * k.bound).toPrecision(3)} (grey is 0)`
+      : `; red positive, blue negative, ±${k.bound.toPrecision(3)}`);
   if (shot.maps) {
     const [h, , c] = shot.maps.shape;
     montage($("ev-maps"), Array.from({ length: c }, (_, i) => [shot.maps, i]), 48, 8);
