@@ -48,13 +48,19 @@ def open_designer(browser, url):  # noqa: F811
 
 
 def kernel_picture(page, epoch: int) -> str:
-    page.eval_on_selector(
+    """The kernel grid after moving the slider to `epoch`, read in the same task (no event in between)."""
+    shown, picture = page.eval_on_selector(
         "#ev-slider",
-        "(slider, epoch) => { slider.value = epoch; slider.dispatchEvent(new Event('input')); }",
+        """(slider, epoch) => {
+            slider.value = epoch;
+            slider.dispatchEvent(new Event('input'));
+            const canvas = document.getElementById('ev-kernels');
+            return [canvas.dataset.epoch, canvas.toDataURL()];
+        }""",
         epoch,
     )
-    page.wait_for_function(f"() => document.getElementById('ev-kernels').dataset.epoch === '{epoch}'")
-    return page.eval_on_selector("#ev-kernels", "canvas => canvas.toDataURL()")
+    assert shown == str(epoch)
+    return picture
 
 
 def shape_of(page, index: int) -> str:
@@ -75,7 +81,7 @@ def test_design_train_watch_stop_resume_save_predict_and_compare(browser, server
         if index == 9:
             page.fill(ROWS.format(9) + " input.field-units", "10")
     page.wait_for_function(
-        "() => document.getElementById('ds-totals').innerText.includes('206,922 parameters')"
+        "() => document.getElementById('ds-totals').innerText.startsWith('11 layers, 206,922 parameters')"
     )
     assert [shape_of(page, i) for i in (0, 2, 3, 5, 6)] == [
         "28×28×16",
@@ -111,8 +117,11 @@ def test_design_train_watch_stop_resume_save_predict_and_compare(browser, server
 
     context, page, errors = open_designer(browser, server.url)
     page.wait_for_selector("#lt-status:text-matches('training clicked-cnn')")
-    assert page.input_value("#ds-name") == "clicked-cnn" and page.is_enabled("#lt-stop")
-    assert shape_of(page, 5) == "7×7×32"  # the running job's network came back into the table
+    assert page.is_enabled("#lt-stop")
+    page.wait_for_function(  # the running job's network came back into the table
+        """() => document.getElementById('ds-name').value === 'clicked-cnn' &&
+            document.querySelector('#ds-rows tr.layer-row[data-index="5"] td.shape').innerText === '7×7×32'"""
+    )
     points = int(page.get_attribute("#lt-chart", "data-points"))
     page.wait_for_function(f"() => Number(document.getElementById('lt-chart').dataset.points) > {points}")
     page.click("#lt-stop")

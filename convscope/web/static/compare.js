@@ -4,7 +4,7 @@ import { api, el } from "./util.js";
 import { drawPanels, RUN_COLOURS } from "./charts.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { runs: [], ticked: new Set() };
+const state = { runs: [], ticked: new Set(), asked: 0 }; // asked: numbers the requests, newest wins
 
 const percent = (value) => (value === null || value === undefined ? "" : `${(100 * value).toFixed(1)}%`);
 const number = (value) => (value === null || value === undefined ? "" : value.toFixed(4));
@@ -94,8 +94,10 @@ function drawOverlay() {
 }
 
 export async function refreshRuns() {
+  const asked = ++state.asked;
   try {
     const answer = await api("/api/training/runs");
+    if (asked !== state.asked) return; // a later request's answer is (or will be) shown
     state.runs = answer.runs;
     const known = new Set(state.runs.map((run) => run.id));
     for (const id of [...state.ticked]) if (!known.has(id)) state.ticked.delete(id);

@@ -153,7 +153,7 @@ function showCheck(check) {
   });
   const output = check.output_shape ? shapeText(check.output_shape) : "?";
   $("ds-totals").textContent =
-    `${state.layers.length} layers, ${check.params.toLocaleString("en-US")} parameters ` +
+    `${check.rows.length || state.layers.length} layers, ${check.params.toLocaleString("en-US")} parameters ` +
     `(${check.trainable.toLocaleString("en-US")} trainable, ${check.non_trainable.toLocaleString("en-US")} running statistics), ` +
     `output ${output}`;
   $("ds-totals").dataset.params = String(check.params);
