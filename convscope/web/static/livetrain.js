@@ -230,6 +230,7 @@ function optional(id) {
 
 async function start() {
   showError($("lt-error"), "");
+  setStatus("asking the server to start ...");
   const design = state.design;
   const settings = {
     dataset: design.dataset,
@@ -254,6 +255,7 @@ async function start() {
     listen(0);
     refreshRuns();
   } catch (error) {
+    setStatus("not started (see why below)");
     showError($("lt-error"), error.message);
   }
 }
