@@ -26,7 +26,7 @@ from convscope.web.errors import WebError
 router = APIRouter(prefix="/api/designer", tags=["designer"])
 
 MAX_LAYERS = 40  # rows in one design
-MAX_PARAMS = 5_000_000  # parameters and running statistics, all layers together (20 MB of float32)
+MAX_PARAMS = 5_000_000  # weights and biases, all layers together (20 MB of float32)
 MAX_LAYER_VALUES = 4_000_000  # one layer for one image: its output, padded input or im2col columns
 MAX_IMAGE_VALUES = 8_000_000  # every layer's output for one image, summed (what training keeps)
 MAX_BATCH_VALUES = 200_000_000  # batch size x MAX_IMAGE_VALUES' sum: at most 800 MB of activations
