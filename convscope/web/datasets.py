@@ -3,6 +3,7 @@ and the IDX or CIFAR folders found under the server's --data-dir folders)."""
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -81,6 +82,14 @@ def load_source(source: DataSource):
     except (FileNotFoundError, ValueError):
         test = None
     return train, test
+
+
+@lru_cache(maxsize=16)
+def source_info(source: DataSource) -> tuple[tuple, tuple]:
+    """(input shape (H, W, C), class names) of a data source's training split, read once per server (the
+    designer needs them for every check; loading the split is the one way to know a subset's classes)."""
+    train, _ = load_source(source)
+    return tuple(int(d) for d in train.images.shape[1:]), tuple(str(n) for n in train.class_names)
 
 
 def _tiny_cnn(input_shape, num_classes, seed, class_names):

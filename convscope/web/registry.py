@@ -10,6 +10,9 @@ from convscope.web.errors import WebError
 
 MODEL_SUFFIX = ".convscope"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+PARTIAL_SAVE = re.compile(
+    r"\.tmp-.+-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.convscope"
+)  # write_archive's temporaries
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,20 @@ class ModelRegistry:
             return self._load_file(entry.path)
         except (ValueError, OSError) as error:
             raise WebError(422, f"model {name!r} cannot be loaded: {error}") from None
+
+    def remove_partial_saves(self) -> list[str]:
+        """Delete the temporary files of saves that never finished (a server killed while writing one:
+        convscope.archive.write_archive writes `.tmp-*-NAME.convscope` and renames it only once complete).
+        Returns their names. Run at start-up, before anything is saved."""
+        if self.models_dir is None or not os.path.isdir(self.models_dir):
+            return []
+        removed = []
+        for name in os.listdir(self.models_dir):
+            path = os.path.join(self.models_dir, name)
+            if PARTIAL_SAVE.fullmatch(name) and os.path.isfile(path):
+                os.unlink(path)
+                removed.append(name)
+        return removed
 
     def save_path(self, name: str) -> str:
         """Where a newly trained model called `name` goes: <models folder>/<name>.convscope."""

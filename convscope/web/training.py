@@ -23,10 +23,24 @@ class TrainingRequest(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float | None = Field(None, gt=0, le=10, description="peak learning rate (3e-3 adam, 0.05 sgd)")
-    schedule: Literal["onecycle", "none"] = "onecycle"
+    schedule: Literal["onecycle", "cosine", "none"] = "onecycle"
     standardize: bool = Field(True, description="standardise each channel with the training images' stats")
     max_images: int | None = Field(None, ge=1, description="train on the first N images only")
     seed: int = Field(0, ge=0)
+    architecture: dict | None = Field(
+        None,
+        description='a designed network as the model file\'s config holds it: {"name": ..., "layers": '
+        '[{"type": "Conv2D", "config": {...}}, ...]}; '
+        "checked as POST /api/designer/check does (replaces recipe)",
+    )
+    flip: bool = Field(False, description="augment: mirror training images left-right at random")
+    crop_padding: int = Field(0, ge=0, le=8, description="augment: shift them by up to this many pixels")
+    probe_index: int = Field(0, ge=0, le=100_000, description="the test image whose feature maps are drawn")
+    client: str | None = Field(None, max_length=40, description="which page started it (shown to others)")
+
+
+class ResumeRequest(BaseModel):
+    epochs: int | None = Field(None, ge=1, le=100, description="epochs in all (default: the run's)")
 
 
 class SaveRequest(BaseModel):
@@ -50,7 +64,10 @@ def options(request: Request) -> dict:
 
 @router.post("", summary="Start training (one job at a time, in a background thread)", status_code=202)
 def start(body: TrainingRequest, request: Request) -> dict:
-    job = _manager(request).start(TrainingSettings(**body.model_dump()))
+    settings = body.model_dump(exclude={"client"})
+    host = request.client.host if request.client else "a client"
+    owner = f"{host} ({body.client})" if body.client else host
+    job = _manager(request).start(TrainingSettings(**settings), owner)
     return {"id": job.id, "status": job.status}
 
 
@@ -64,6 +81,17 @@ def current(request: Request) -> dict:
 def stop(request: Request) -> dict:
     job = _manager(request).stop()
     return {"id": job.id, "status": job.status, "stopping": job.running}
+
+
+@router.post("/resume", summary="Go on with the last run from the end of its last finished epoch")
+def resume(body: ResumeRequest, request: Request) -> dict:
+    job = _manager(request).resume(body.epochs)
+    return {"id": job.id, "status": job.status, "from_epoch": job.epochs_done, "epochs": job.target_epochs}
+
+
+@router.get("/runs", summary="The runs of this server session: settings, final figures, per-epoch curves")
+def runs(request: Request) -> dict:
+    return {"runs": [job.summary() for job in _manager(request).runs]}
 
 
 @router.post("/save", summary="Save the last job's model into the models folder")

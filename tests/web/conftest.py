@@ -97,3 +97,22 @@ def data_root(tmp_path):
         (cifar / name).write_bytes(np.concatenate([labels[:, None], pixels], axis=1).tobytes())
     (root / "notes").mkdir()  # a folder without a data set is ignored
     return root
+
+
+def digits_28(images: np.ndarray) -> np.ndarray:
+    """Bundled 8x8 digits (N, 8, 8, 1) in [0, 1] as MNIST-like 28x28 bytes: each pixel 2x2, padded by 6."""
+    big = np.kron(images[..., 0], np.ones((2, 2)))
+    return np.round(np.pad(big, ((0, 0), (6, 6), (6, 6))) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def digits28_root(tmp_path_factory):
+    """A --data-dir holding `mnist/`: 1,000 training and 200 test bundled digits, drawn at 28x28 (IDX)."""
+    root = tmp_path_factory.mktemp("digits28")
+    folder = root / "mnist"
+    folder.mkdir()
+    for split, prefix, count in (("train", "train", 1000), ("test", "t10k", 200)):
+        data = load("digits", split=split)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", digits_28(data.images[:count]))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", data.labels[:count])
+    return root

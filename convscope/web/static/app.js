@@ -3,6 +3,7 @@ import { loadColormaps, showError } from "./util.js";
 import { refreshModels, setupNetwork } from "./network.js";
 import { setupPlayground } from "./playground.js";
 import { setupTraining } from "./training.js";
+import { setupDesigner, showDesigner } from "./designer.js";
 
 function showView(name) {
   document.querySelectorAll(".view").forEach((view) => {
@@ -13,6 +14,7 @@ function showView(name) {
     button.setAttribute("aria-selected", String(button.dataset.view === name));
   });
   if (name === "network") refreshModels().catch(() => {});
+  if (name === "designer") showDesigner();
   history.replaceState(null, "", `#${name}`);
 }
 
@@ -27,8 +29,8 @@ async function main() {
     return;
   }
   const first = (location.hash || "#network").slice(1);
-  showView(["network", "playground", "training"].includes(first) ? first : "network");
-  await Promise.all([setupNetwork(), setupPlayground(), setupTraining()]);
+  showView(["network", "playground", "training", "designer"].includes(first) ? first : "network");
+  await Promise.all([setupNetwork(), setupPlayground(), setupTraining(), setupDesigner()]);
   document.body.dataset.ready = "true";
 }
 
