@@ -1,5 +1,8 @@
 """Ready-made architectures."""
 
+from functools import partial
+
+from convscope.blocks import Residual
 from convscope.layers import (
     BatchNorm2D,
     Conv2D,
@@ -71,7 +74,59 @@ def small_vgg(
     return Sequential(layers, input_shape=input_shape, seed=seed, class_names=class_names, name="small_vgg")
 
 
-MODELS = {"seed": seed_cnn, "small-vgg": small_vgg}  # the names `convscope train --model` takes
+def _basic_block(filters: int, stride: int, shortcut: str) -> Residual:
+    """The paper's CIFAR block: conv 3x3 (stride) - BN - ReLU - conv 3x3 - BN, plus the shortcut, then
+    ReLU. The convs have no bias (the batch norm's shift does its job)."""
+    body = [
+        Conv2D(filters, 3, stride=stride, padding=1, use_bias=False),
+        BatchNorm2D(),
+        ReLU(),
+        Conv2D(filters, 3, padding=1, use_bias=False),
+        BatchNorm2D(),
+    ]
+    return Residual(body, shortcut=shortcut)
+
+
+def resnet(
+    depth=20, input_shape=(32, 32, 3), num_classes=10, seed=0, class_names=None, shortcut="A", width=16
+) -> Sequential:
+    """He et al. (2016)'s CIFAR-10 ResNet of `depth` = 6n + 2 layers with weights (20, 32, 44, 56, 110):
+    conv 3x3 with `width` (16) kernels - BN - ReLU, three stages of n residual blocks with width,
+    2 * width and 4 * width kernels (the first block of the second and third stages halves the height
+    and width with stride 2: 32x32 -> 16x16 -> 8x8 maps), global average pooling, dense num_classes +
+    softmax.
+
+    shortcut: 'A' (the paper's CIFAR choice: identity, and subsampling + zero channels where the
+    shape changes, no parameters) or 'B' (a 1x1 conv with stride 2 + BN where it changes). ResNet-20
+    with 'A' has 269,722 trainable parameters (the paper's 0.27M) and 1,376 running statistics.
+    Weights start as torch's defaults (uniform, see convscope.layers), batch norm at weight 1, bias 0.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"resnet: depth must be 6n + 2 for n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth!r}"
+        )
+    if shortcut not in ("A", "B"):
+        raise ValueError(f"resnet: shortcut must be 'A' or 'B', got {shortcut!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"resnet: width must be a positive int, got {width!r}")
+    blocks = (depth - 2) // 6
+    layers = [Conv2D(width, 3, padding=1, use_bias=False), BatchNorm2D(), ReLU()]
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
+        for block in range(blocks):
+            layers.append(_basic_block(filters, 2 if stage > 0 and block == 0 else 1, shortcut))
+    layers += [GlobalAvgPool2D(), Dense(num_classes), Softmax()]
+    return Sequential(
+        layers, input_shape=input_shape, seed=seed, class_names=class_names, name=f"resnet{depth}"
+    )
+
+
+RESNET_DEPTHS = (20, 32, 44, 56)
+# the names `convscope train --model` takes
+MODELS = {
+    "seed": seed_cnn,
+    "small-vgg": small_vgg,
+    **{f"resnet{depth}": partial(resnet, depth) for depth in RESNET_DEPTHS},
+}
 
 # Each model's training defaults for `convscope train` (flags override them). The seed CNN is small
 # enough to underfit CIFAR with 4-pixel shifts, so its crops shift by up to 2 pixels.
