@@ -148,7 +148,7 @@ class Residual(layers.Layer):
             self.shortcut_kind, self.shortcut = None, _branch_layers(shortcut, "shortcut")
         if activation not in (None, "relu"):
             raise ValueError(f"Residual: activation must be 'relu' or None, got {activation!r}")
-        self.activation = activation
+        self.relu = activation == "relu"  # not `activation`: the ReLU is inside the block, not after it
         super().__init__()
 
     # the block's layers and their arrays
@@ -257,7 +257,7 @@ class Residual(layers.Layer):
 
     def _add(self, body_out, shortcut_out):
         """(the block's output, the cache its backward needs)."""
-        if self.activation != "relu":
+        if not self.relu:
             return body_out + shortcut_out, None
         return ops.add_relu_forward(body_out, shortcut_out)
 
@@ -281,7 +281,7 @@ class Residual(layers.Layer):
         return self._add(body[-1], shortcut[-1] if shortcut else x)[0]
 
     def backward(self, dy, need_dx=True):
-        d = dy if self.activation != "relu" else ops.add_relu_backward(dy, self._cache)
+        d = ops.add_relu_backward(dy, self._cache) if self.relu else dy
         d_body = d
         for index in range(len(self.body) - 1, -1, -1):
             d_body = self.body[index].backward(d_body, need_dx=need_dx or index > 0)
@@ -296,9 +296,11 @@ class Residual(layers.Layer):
             return [{"type": type(layer).__name__, "config": layer.get_config()} for layer in members]
 
         shortcut = self.shortcut_kind if self.shortcut_kind is not None else entries(self.shortcut)
-        return {"body": entries(self.body), "shortcut": shortcut, "activation": self.activation}
+        return {"body": entries(self.body), "shortcut": shortcut, "activation": "relu" if self.relu else None}
 
     def __repr__(self):
         body = ", ".join(repr(layer) for layer in self.body)
         shortcut = self.shortcut_kind or "[" + ", ".join(repr(layer) for layer in self.shortcut) + "]"
-        return f"Residual(body=[{body}], shortcut={shortcut!r}, activation={self.activation!r})"
+        return (
+            f"Residual(body=[{body}], shortcut={shortcut!r}, activation={self.get_config()['activation']!r})"
+        )

@@ -362,7 +362,7 @@ class ResidualStage:
         self.kernels = residual
         self.layers = (block,)
         self.block = block
-        self.relu = block.activation == "relu"
+        self.relu = block.relu
         self.branches = (
             ("body", build_plan(block.body, backend)),
             ("shortcut", build_plan(block.shortcut, backend)),
