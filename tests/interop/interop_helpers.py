@@ -14,7 +14,7 @@ from convscope import (
     Sequential,
     Softmax,
 )
-from convscope.models import seed_cnn, small_vgg
+from convscope.models import resnet, seed_cnn, small_vgg
 
 LOGITS_ATOL = 1e-5
 
@@ -102,6 +102,26 @@ def _grouped_avgpool():
     return Sequential(layers, input_shape=(11, 17, 2), seed=6)
 
 
+def _resnet(shortcut):
+    """A depth-8 ResNet (three residual blocks, two of them downsampling) on 8x7 RGB images, with
+    batch-norm weights and running statistics away from their initial values; option A with an input
+    standardisation."""
+
+    def build():
+        model = resnet(8, (8, 7, 3), 5, seed=8, shortcut=shortcut, width=4)
+        rng = np.random.default_rng(8)
+        for key, array in model.state_dict().items():
+            if key.endswith(("running_var", ".weight")) and array.ndim == 1:
+                array[...] = rng.uniform(0.5, 2.0, array.shape)
+            elif key.endswith(("running_mean", ".bias")):
+                array[...] = rng.uniform(-0.5, 0.5, array.shape)
+        if shortcut == "A":
+            model.standardization = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+        return model
+
+    return build
+
+
 ARCHITECTURES = {
     "seed-cnn": lambda: seed_cnn((28, 28, 1), 10, seed=0),
     "strided-rgb": _strided_rgb,
@@ -110,6 +130,8 @@ ARCHITECTURES = {
     "small-vgg-standardized": _small_vgg_standardized,
     "depthwise-dilated": _depthwise_dilated,
     "grouped-avgpool": _grouped_avgpool,
+    "resnet-a-standardized": _resnet("A"),
+    "resnet-b": _resnet("B"),
 }
 
 
