@@ -196,3 +196,22 @@ def test_resnet20_has_the_papers_parameter_count():
 def test_resnet_depth_must_be_6n_plus_2(depth):
     with pytest.raises(ValueError, match="6n"):
         resnet(depth)
+
+
+def test_a_resnet_run_resumed_from_its_checkpoint_ends_bit_identical(tmp_path):
+    """Stop after epoch 1 of 2 (the checkpoint holds every block's weights, running statistics and
+    momentum buffers), resume in a fresh model: the same weights as the run that never stopped."""
+    from convscope.data.augment import Augmentation
+
+    x = np.random.default_rng(7).random((64, 6, 6, 2), dtype=np.float32)
+    y = np.arange(64) % 4
+    options = {"batch_size": 32, "verbose": 0, "augment": Augmentation(flip=True, crop_padding=1)}
+    whole = tiny_resnet("B", workers=2).compile(SGD(0.1, momentum=0.9, weight_decay=1e-4))
+    whole.fit(x, y, epochs=2, **options)  # a constant lr: the 1-epoch run's schedule is the same
+    path = tmp_path / "r.ckpt"
+    first = tiny_resnet("B", workers=2).compile(SGD(0.1, momentum=0.9, weight_decay=1e-4))
+    first.fit(x, y, epochs=1, checkpoint=path, **options)
+    resumed = tiny_resnet("B", workers=2).compile(SGD(0.1, momentum=0.9, weight_decay=1e-4))
+    resumed.fit(x, y, epochs=2, resume=path, **options)
+    for key, value in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)

@@ -452,7 +452,7 @@ def build_plan(layers, backend: str, logits_only: bool = False) -> list:
         if logits_only and last:
             activation = None if activation == "softmax" else activation
         fused = backend == "numba" and activation in (None, "relu")
-        if _is(layer, "Residual"):
+        if backend == "numba" and _is(layer, "Residual"):
             end = i + 1
             stages.append(ResidualStage(layer, backend))
         elif fused and _is(layer, "Conv2D") and _plain_conv(layer):

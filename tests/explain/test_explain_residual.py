@@ -5,8 +5,10 @@ import numpy as np
 from PIL import Image
 
 from convscope.cli import main
+from convscope.explain import blocks
 from convscope.explain.receptive import receptive_fields
-from convscope.explain.story import layer_sections
+from convscope.explain.report import Section
+from convscope.explain.story import layer_text
 from convscope.models import resnet
 
 
@@ -31,13 +33,15 @@ def test_explain_a_resnet_shows_inside_every_block(tmp_path, capsys):
     assert "zero channels appended" in html and "inside the block (shortcut)" in html
 
 
-def test_block_sections_and_receptive_fields():
+def test_block_insides_and_receptive_fields():
     model = resnet(8, (12, 12, 3), 4, width=4, shortcut="B")
     fields = receptive_fields(model)
     assert [field.size for field in fields[:4]] == [(3, 3), (3, 3), (3, 3), (7, 7)]  # a block: two 3x3 convs
     assert fields[4].size == (13, 13) and fields[4].jump == (2, 2)  # a 3x3 with stride 2, a 3x3 at jump 2
-    sections = layer_sections(model, np.random.default_rng(1).random((12, 12, 3), dtype=np.float32))
-    block = next(section for section in sections if section.anchor == "residual_2")
-    captions = [picture.caption for picture in block.pictures]
-    assert len(captions) == 5 + 2 + 1  # body, the projection shortcut (conv + BN), the output
-    assert "1x1" not in block.text and "projection" in block.text
+    block = model.layers[5]
+    section = Section(block.name, "relu", "title", layer_text(block, fields[5]))
+    blocks.add_insides(section, block, np.random.default_rng(1).random((6, 6, 8), dtype=np.float32))
+    captions = [picture.caption for picture in section.pictures]
+    assert len(captions) == 5 + 2  # the body's layers, the projection shortcut's conv and batch norm
+    assert captions[-2] == "inside the block (shortcut): residual_2.shortcut.0 (Conv2D)"
+    assert "a projection: the paper's option B" in section.text and "receptive field" in section.text

@@ -35,6 +35,8 @@ def test_plan_runs_the_blocks_insides_on_fused_stages():
     assert "  residual_1.shortcut.0: reference" in lines  # SubsampleZeroPad: no fused kernel
     assert "  shortcut: identity" in lines  # the first block keeps the shape
     assert "  residual_2.shortcut.0: im2col + matmul" in describe(model_on("numba", "B").plan())
+    with kernels.using("numpy"):  # the reference path runs each block on its own reference ops
+        assert all(line.endswith(": reference") for line in describe(model_on("numpy", "A").plan()))
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
