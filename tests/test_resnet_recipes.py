@@ -62,3 +62,10 @@ def test_train_resnet20_with_the_paper_recipe_on_a_folder_without_test_batch(tmp
     evaluate = ["evaluate", str(out), "--dataset", "cifar10", "--data-dir", str(folder)]
     assert main([*evaluate, "--split", "val", "--val-split", "last:8"]) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_the_recipes_split_on_a_small_data_set_says_what_to_give(tmp_path, capsys):
+    args = ["train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "d.convscope")]
+    assert main(args) == 2  # the bundled digits: 1,437 training images
+    error = capsys.readouterr().err
+    assert "the paper recipe holds out the last 5,000 images" in error and "give --val-split" in error

@@ -184,7 +184,18 @@ def _reliability_options(args, train):
     (without those held out for validation) and fit's keyword arguments."""
     images, labels, options = train.images, train.labels, {}
     if args.val_split is not None:
-        ((images, labels), options["validation_data"]), which = hold_out(train, args.val_split, args.seed)
+        try:
+            ((images, labels), options["validation_data"]), which = hold_out(train, args.val_split, args.seed)
+        except ValueError as error:
+            if not getattr(args, "recipe_split", False):
+                raise
+            from convscope.models import MODEL_RECIPES
+
+            raise ValueError(
+                f"{error}: the {args.recipe or MODEL_RECIPES[args.model]} recipe holds out the last "
+                f"{args.val_split[1]:,} images (the ResNet paper's CIFAR-10 split); give --val-split "
+                "FRACTION or last:N for this data set"
+            ) from None
         held_out = len(train.labels) - len(labels)
         print(f"validation: {held_out} of the {len(train.labels)} training images held out ({which})")
     if has_no_test_split(args):
@@ -209,6 +220,7 @@ def check_train_arguments(parser, args):
     """What argparse cannot check flag by flag; stops at the first problem, before any data is read."""
     from convscope.models import recipe_settings
 
+    args.recipe_split = args.val_split is None
     if args.val_split is None:  # the recipe's split counts as given (the ResNet recipes hold out 5,000)
         args.val_split = recipe_settings(args.model, args.recipe)["val_split"]
     if args.keep_best in ("val_accuracy", "val_loss") and args.val_split is None:

@@ -10,7 +10,9 @@ weight reordering at export instead of a transpose at every run.
 A model's input standardisation becomes Sub and Div nodes with per-channel (C, 1, 1) constants right
 after the input (the same float32 arithmetic as convscope's); BatchNorm2D becomes
 BatchNormalization (inference: the running statistics), GlobalAvgPool2D becomes GlobalAveragePool
-and Flatten.
+and Flatten. A Residual block becomes its body's nodes and its shortcut's from the same input (option
+A: Slice every second pixel, Pad zero channels), then Add and Relu; its constants are named like its
+state_dict entries ('3.body.0.weight').
 
 Outputs: `logits` (N, K); a model ending in softmax also has `probabilities` (N, K), listed first.
 metadata_props hold class_names (JSON), convscope_version, input_layout, input_shape and
