@@ -227,30 +227,27 @@ class Residual(layers.Layer):
             return [SubsampleZeroPad(channels, stride)]
         return [layers.Conv2D(channels, 1, stride=stride, padding=0, use_bias=False), layers.BatchNorm2D()]
 
-    def build(self, input_shape, rng):
-        self.input_shape = tuple(input_shape)
-        name = self.name or "residual"
-        shape = self.input_shape
-        for index, layer in enumerate(self.body):
-            layer.name = f"{name}.body.{index}"
+    def _build_branch(self, branch: str, shape, rng):
+        """Name and build the layers of `branch` in order from `shape`; returns their output shape."""
+        for index, layer in enumerate(getattr(self, branch)):
+            layer.name = f"{self.name or 'residual'}.{branch}.{index}"
             try:
                 shape = layer.build(shape, rng)
             except ValueError as error:
-                raise ValueError(f"body layer {index} ({type(layer).__name__}): {error}") from None
+                raise ValueError(f"{branch} layer {index} ({type(layer).__name__}): {error}") from None
+        return tuple(shape)
+
+    def build(self, input_shape, rng):
+        self.input_shape = tuple(input_shape)
+        shape = self._build_branch("body", self.input_shape, rng)
         self.shortcut = self._shortcut_layers(self.input_shape, shape)
-        through = self.input_shape
-        for index, layer in enumerate(self.shortcut):
-            layer.name = f"{name}.shortcut.{index}"
-            try:
-                through = layer.build(through, rng)
-            except ValueError as error:
-                raise ValueError(f"shortcut layer {index} ({type(layer).__name__}): {error}") from None
-        if tuple(through) != tuple(shape):
+        through = self._build_branch("shortcut", self.input_shape, rng)
+        if through != shape:
             raise ValueError(
-                f"Residual: the body's output {tuple(shape)} and the shortcut's {tuple(through)} differ; "
+                f"Residual: the body's output {shape} and the shortcut's {through} differ; "
                 "they must have one shape to be added"
             )
-        self.output_shape = tuple(shape)
+        self.output_shape = shape
         return self.output_shape
 
     # forward and backward
