@@ -12,7 +12,9 @@ from convscope.layers import (  # noqa: E402
     GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
+    Residual,
     Softmax,
+    SubsampleZeroPad,
 )
 from convscope.model import Sequential  # noqa: E402
 from convscope.model_file import ModelFileError, load_model  # noqa: E402
@@ -34,7 +36,9 @@ __all__ = [
     "ModelFileError",
     "ReLU",
     "Sequential",
+    "Residual",
     "Softmax",
+    "SubsampleZeroPad",
     "load",
     "load_model",
 ]

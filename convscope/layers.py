@@ -560,9 +560,19 @@ LAYER_TYPES = {
 }
 
 
+from convscope.blocks import Residual, SubsampleZeroPad  # noqa: E402  (blocks are layers of layers)
+
+LAYER_TYPES.update({cls.__name__: cls for cls in (Residual, SubsampleZeroPad)})
+
+
 def layer_from_config(entry: dict) -> Layer:
-    """{"type": "Conv2D", "config": {...}} -> a new, unbuilt layer."""
+    """{"type": "Conv2D", "config": {...}} -> a new, unbuilt layer (a Residual's layers included)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"a layer must be an object with a 'type', got {type(entry).__name__}")
     kind = entry.get("type")
     if kind not in LAYER_TYPES:
         raise ValueError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
-    return LAYER_TYPES[kind](**entry.get("config", {}))
+    config = entry.get("config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"layer {kind}: its config must be an object, got {type(config).__name__}")
+    return LAYER_TYPES[kind](**config)

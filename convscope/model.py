@@ -116,9 +116,16 @@ class Sequential:
         """A Keras-style table: layer (type), output shape, parameter count; then the totals."""
         self._require_built()
         rows = [("Layer (type)", "Output Shape", "Param #")]
-        for layer in self.layers:
+
+        def add_rows(layer, indent=""):  # a block's layers follow it, indented (convscope.blocks)
             shape = "(None, " + ", ".join(str(d) for d in layer.output_shape) + ")"
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{layer.count_params():,}"))
+            name = f"{indent}{layer.name} ({type(layer).__name__})"
+            rows.append((name, shape, f"{layer.count_params():,}"))
+            for _, inner in getattr(layer, "named_layers", list)():
+                add_rows(inner, indent + "  ")
+
+        for layer in self.layers:
+            add_rows(layer)
         widths = [max(len(r[i]) for r in rows) + 3 for i in range(3)]
         line = "=" * sum(widths)
 

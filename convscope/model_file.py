@@ -161,8 +161,11 @@ class _DrawLimit:
 
 
 def _layer_values(layer) -> int:
-    """The most values `layer` holds for one image: its output, its padded input, its im2col columns."""
+    """The most values `layer` holds for one image: its output, its padded input, its im2col columns
+    (for a residual block: the most any of its layers holds)."""
     largest = math.prod(layer.output_shape)
+    for _, inner in getattr(layer, "named_layers", list)():
+        largest = max(largest, _layer_values(inner))
     padding, shape = getattr(layer, "padding", None), layer.input_shape
     if isinstance(padding, tuple) and len(padding) == 2 and shape is not None and len(shape) == 3:
         (top, bottom), (left, right) = padding

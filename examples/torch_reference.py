@@ -1,26 +1,54 @@
 """The PyTorch reference for `convscope train`: the same network, initial weights, data order and
-recipe (Adam with a one-cycle lr up to 3e-3, per-channel standardisation, batch 64, shuffled with
-the same seed; optionally the same augmentation and label smoothing), trained by PyTorch on the CPU.
+recipe (the model's, or --recipe: optimiser, learning-rate schedule, weight decay, batch size, epochs,
+augmentation, label smoothing, validation split; per-channel standardisation), trained by PyTorch on
+the CPU. Each epoch's wall time is printed beside its loss.
 
     python examples/torch_reference.py --dataset fashion-mnist \\
         --data-dir ../shared/data/fashion-mnist --epochs 10
     python examples/torch_reference.py --dataset cifar10:cat,dog \\
         --data-dir ../shared/data/cifar10-catdog --augment --epochs 15 --seed 1
+    python examples/torch_reference.py --dataset cifar10 --data-dir ../shared/data/cifar10 \\
+        --model resnet20 --recipe budget        # validates on the last 5,000 images, as convscope
 
-For the seed CNN (no dropout) the data order and the augmentation draws equal those of
-`convscope train` with the same seed: one numpy Generator shuffles and augments in the same order.
+For models without dropout the data order and the augmentation draws equal those of `convscope train`
+with the same seed: one numpy Generator shuffles and augments in the same order. The learning rate of
+every step comes from the same schedule object as convscope's (convscope.optim), set on the torch
+optimiser before the step.
 """
 
 import argparse
+import time
 
 import numpy as np
 import torch
 
 from convscope import data
+from convscope.cli.options import hold_out, val_split
+from convscope.cli.train import DEFAULT_LR, RECIPE_FLAGS, _make_schedule
 from convscope.data.augment import Augmentation
 from convscope.interop.pytorch import images_to_torch, to_torch
-from convscope.models import MODELS, recipe_settings
+from convscope.models import MODELS, NAMED_RECIPES, recipe_settings
 from convscope.train import batch_indices
+
+
+def _optimizer(settings, params, lr):
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=0.9, nesterov=settings["nesterov"], weight_decay=settings["weight_decay"]
+        )
+    return torch.optim.Adam(params, lr=lr, weight_decay=settings["weight_decay"])
+
+
+def _held_out(args, settings):
+    """(training images, labels, evaluation images, labels, what those are, number of classes): the
+    validation split when the recipe or --val-split asks for one (as convscope train), else the test split."""
+    train = data.load(args.dataset, args.data_dir, "train")
+    classes = len(train.class_names)
+    if settings["val_split"] is not None:
+        ((images, labels), (x_eval, y_eval)), which = hold_out(train, settings["val_split"], args.seed)
+        return images, labels, x_eval, y_eval, f"validation ({which})", classes
+    test = data.load(args.dataset, args.data_dir, "test")
+    return train.images, train.labels, test.images, test.labels, "test", classes
 
 
 def main():
@@ -28,54 +56,72 @@ def main():
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data-dir")
     parser.add_argument("--model", choices=tuple(MODELS), default="seed")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak of the one-cycle schedule")
-    parser.add_argument("--augment", action="store_true", help="random flips and padded crops")
+    parser.add_argument("--recipe", choices=NAMED_RECIPES, help="default: the model's")
+    parser.add_argument("--epochs", type=int, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), help="default: the recipe's")
+    parser.add_argument("--lr", type=float, help="peak of the schedule (default: the recipe's)")
+    parser.add_argument("--schedule", choices=("onecycle", "cosine", "steps", "none"))
+    parser.add_argument("--weight-decay", type=float, help="default: the recipe's")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, help="flips and padded crops")
     parser.add_argument("--crop-padding", type=int, help="default: the model's recipe")
     parser.add_argument("--label-smoothing", type=float, help="default: the model's recipe")
+    parser.add_argument("--val-split", type=val_split, help="FRACTION or last:N (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    recipe = recipe_settings(args.model, crop_padding=args.crop_padding, label_smoothing=args.label_smoothing)
-    crop_padding, smoothing = recipe["crop_padding"], recipe["label_smoothing"]
-
-    train = data.load(args.dataset, args.data_dir, "train")
-    test = data.load(args.dataset, args.data_dir, "test")
-    model = MODELS[args.model](train.images.shape[1:], len(train.class_names), seed=args.seed)
-    net = to_torch(model)[:-1]
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    steps = args.epochs * -(-len(train.labels) // args.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, args.lr, total_steps=steps, cycle_momentum=False
+    settings = recipe_settings(
+        args.model, args.recipe, **{flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     )
-    augment = Augmentation(flip=True, crop_padding=crop_padding) if args.augment else None
+    lr = settings["lr"] or DEFAULT_LR[settings["optimizer"]]
+    epochs, batch_size = settings["epochs"], settings["batch_size"]
+
+    x_train, y_train, x_eval, y_eval, held_out, classes = _held_out(args, settings)
+    model = MODELS[args.model](x_train.shape[1:], classes, seed=args.seed)
+    net = to_torch(model)[:-1]  # the logits: cross_entropy has the softmax
+    optimizer = _optimizer(settings, net.parameters(), lr)
+    schedule = _make_schedule(settings["schedule"], lr)
+    steps = epochs * -(-len(y_train) // batch_size)
+    augment = Augmentation(flip=True, crop_padding=settings["crop_padding"]) if settings["augment"] else None
     rng = np.random.default_rng(args.seed)
-    mean = train.images.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
-    std = train.images.std(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
-    y_train = torch.from_numpy(train.labels)
-    for epoch in range(1, args.epochs + 1):
+    mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+    std = x_train.std(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+    labels = torch.from_numpy(y_train)
+    print(
+        f"{args.model} in torch {torch.__version__} ({torch.get_num_threads()} threads): "
+        f"{len(y_train)} training images, {settings['optimizer']} lr {lr} ({settings['schedule']}), "
+        f"batch {batch_size}, {epochs} epochs",
+        flush=True,
+    )
+    step = 0
+    for epoch in range(1, epochs + 1):
         net.train()
-        total = 0.0
-        for idx in batch_indices(len(y_train), args.batch_size, rng):
-            batch = train.images[idx] if augment is None else augment(train.images[idx], rng)
+        total, start = 0.0, time.perf_counter()
+        for idx in batch_indices(len(labels), batch_size, rng):
+            if schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule(step, steps)
+            batch = x_train[idx] if augment is None else augment(x_train[idx], rng)
             optimizer.zero_grad(set_to_none=True)
             logits = net(images_to_torch((batch - mean) / std))
             loss = torch.nn.functional.cross_entropy(
-                logits, y_train[torch.from_numpy(idx)], label_smoothing=smoothing
+                logits, labels[torch.from_numpy(idx)], label_smoothing=settings["label_smoothing"]
             )
             loss.backward()
             optimizer.step()
-            scheduler.step()
             total += loss.item() * len(idx)
-        print(f"epoch {epoch}/{args.epochs}  loss={total / len(y_train):.4f}", flush=True)
+            step += 1
+        seconds = time.perf_counter() - start
+        print(f"epoch {epoch}/{epochs}  loss={total / len(labels):.4f}  ({seconds:.1f} s)", flush=True)
     net.eval()
     with torch.inference_mode():
-        x_test = images_to_torch((test.images - mean) / std)
-        probabilities = net(x_test).softmax(dim=1)
-        mirrored = (probabilities + net(torch.flip(x_test, dims=[3])).softmax(dim=1)) / 2
-    print(f"torch test accuracy: {(probabilities.argmax(dim=1).numpy() == test.labels).mean():.4f}")
-    if args.augment:
-        print(f"torch test accuracy with --tta: {(mirrored.argmax(dim=1).numpy() == test.labels).mean():.4f}")
+        x = images_to_torch((x_eval - mean) / std)
+        probabilities = net(x).softmax(dim=1)
+        mirrored = (probabilities + net(torch.flip(x, dims=[3])).softmax(dim=1)) / 2
+    print(f"torch {held_out} accuracy: {(probabilities.argmax(dim=1).numpy() == y_eval).mean():.4f}")
+    if settings["augment"]:
+        print(
+            f"torch {held_out} accuracy with --tta: {(mirrored.argmax(dim=1).numpy() == y_eval).mean():.4f}"
+        )
 
 
 if __name__ == "__main__":

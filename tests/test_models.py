@@ -33,7 +33,8 @@ def test_small_vgg_layers_shapes_and_parameter_counts():
     text = model.summary(print_fn=None)
     assert "Trainable params: 288,746" in text and "Non-trainable params: 896" in text
     assert small_vgg((28, 28, 1), 10, width=8).layers[20].output_shape == (3, 3, 32)
-    assert MODELS == {"seed": seed_cnn, "small-vgg": small_vgg}
+    assert MODELS["seed"] is seed_cnn and MODELS["small-vgg"] is small_vgg
+    assert set(MODELS) == {"seed", "small-vgg", "resnet20", "resnet32", "resnet44", "resnet56"}
 
 
 @pytest.mark.parametrize("width", [0, 2.5, True])
@@ -136,4 +137,5 @@ def test_train_command_takes_the_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--model {seed,small-vgg}" in help_text and "--augment --epochs 60 and evaluate --tta" in help_text
+    assert "--model {seed,small-vgg,resnet20,resnet32,resnet44,resnet56}" in help_text
+    assert "--augment --epochs 60 and evaluate --tta" in help_text

@@ -1,5 +1,6 @@
 """`convscope demo` and `convscope train`: train a CNN and save it."""
 
+import argparse
 import os
 
 from convscope.cli.options import (
@@ -29,18 +30,33 @@ DEMO_DIGIT_INDEX = 0
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
 
 
-def _make_optimizer(name, lr, weight_decay=0.0):
+def _make_optimizer(name, lr, weight_decay=0.0, nesterov=False):
     from convscope.optim import SGD, Adam
 
     if name == "sgd":
-        return SGD(lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return SGD(lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay)
     return Adam(lr=lr, weight_decay=weight_decay)
 
 
 def _make_schedule(name, lr):
-    from convscope.optim import Cosine, OneCycle
+    from convscope.optim import Cosine, OneCycle, Steps
 
-    return {"onecycle": lambda: OneCycle(lr), "cosine": lambda: Cosine(lr), "none": lambda: None}[name]()
+    schedules = {"onecycle": OneCycle, "cosine": Cosine, "steps": Steps, "none": lambda lr: None}
+    return schedules[name](lr)
+
+
+RECIPE_FLAGS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "schedule",
+    "weight_decay",
+    "augment",
+    "crop_padding",
+    "label_smoothing",
+    "val_split",
+)
 
 
 def cmd_demo(args):
@@ -110,11 +126,16 @@ def _write_demo_report(model, history, train, test, out_dir):
 
 
 def cmd_train(args):
-    """Train a CNN (--model: the seed CNN or small_vgg) on a data set and save it."""
-    from convscope.models import MODELS, recipe_settings
+    """Train a CNN (--model: the seed CNN, small_vgg or a ResNet) on a data set and save it; every
+    setting not given comes from the recipe (--recipe, else the model's)."""
+    from convscope.models import MODEL_RECIPES, MODELS, recipe_settings
 
-    recipe = recipe_settings(args.model, crop_padding=args.crop_padding, label_smoothing=args.label_smoothing)
-    crop_padding, smooth = recipe["crop_padding"], recipe["label_smoothing"]
+    settings = recipe_settings(
+        args.model, args.recipe, **{flag: getattr(args, flag) for flag in RECIPE_FLAGS}
+    )
+    for flag in RECIPE_FLAGS:
+        setattr(args, flag, settings[flag])
+    crop_padding, smooth = settings["crop_padding"], settings["label_smoothing"]
     train = load_split(args.dataset, args.data_dir, "train", args)
     print(
         f"data: {args.dataset}, {len(train.labels)} training images of "
@@ -129,14 +150,17 @@ def cmd_train(args):
         model.adapt(images)
         print(f"standardising each channel with the training split's mean and std: {model.standardization}")
     lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
-    model.compile(_make_optimizer(args.optimizer, lr, args.weight_decay), label_smoothing=smooth)
+    optimizer = _make_optimizer(args.optimizer, lr, args.weight_decay, settings["nesterov"])
+    model.compile(optimizer, label_smoothing=smooth)
     augment = None
     if args.augment:
         from convscope.data.augment import Augmentation
 
         augment = Augmentation(flip=True, crop_padding=crop_padding)
     print(
-        f"training: {args.optimizer} lr {lr} ({args.schedule} schedule), weight decay {args.weight_decay}, "
+        f"training: recipe {args.recipe or MODEL_RECIPES[args.model]}, {args.optimizer}"
+        f"{' (Nesterov momentum 0.9)' if settings['nesterov'] else ''} lr {lr} ({args.schedule} schedule), "
+        f"weight decay {args.weight_decay}, "
         f"label smoothing {smooth}, batch {args.batch_size}, {plural(args.epochs, 'epoch')}, "
         f"seed {args.seed}, "
         f"augmentation {f'flip + crop shifting up to {crop_padding} pixels' if augment else 'off'}"
@@ -160,7 +184,18 @@ def _reliability_options(args, train):
     (without those held out for validation) and fit's keyword arguments."""
     images, labels, options = train.images, train.labels, {}
     if args.val_split is not None:
-        ((images, labels), options["validation_data"]), which = hold_out(train, args.val_split, args.seed)
+        try:
+            ((images, labels), options["validation_data"]), which = hold_out(train, args.val_split, args.seed)
+        except ValueError as error:
+            if not getattr(args, "recipe_split", False):
+                raise
+            from convscope.models import MODEL_RECIPES
+
+            raise ValueError(
+                f"{error}: the {args.recipe or MODEL_RECIPES[args.model]} recipe holds out the last "
+                f"{args.val_split[1]:,} images (the ResNet paper's CIFAR-10 split); give --val-split "
+                "FRACTION or last:N for this data set"
+            ) from None
         held_out = len(train.labels) - len(labels)
         print(f"validation: {held_out} of the {len(train.labels)} training images held out ({which})")
     if has_no_test_split(args):
@@ -183,6 +218,11 @@ def _check_output(parser, flag: str, path: str, force: bool):
 
 def check_train_arguments(parser, args):
     """What argparse cannot check flag by flag; stops at the first problem, before any data is read."""
+    from convscope.models import recipe_settings
+
+    args.recipe_split = args.val_split is None
+    if args.val_split is None:  # the recipe's split counts as given (the ResNet recipes hold out 5,000)
+        args.val_split = recipe_settings(args.model, args.recipe)["val_split"]
     if args.keep_best in ("val_accuracy", "val_loss") and args.val_split is None:
         parser.fail("--keep-best", f"{args.keep_best} is measured on held-out images: give --val-split too")
     if args.early_stop is not None and args.keep_best is None and args.val_split is None:
@@ -245,46 +285,61 @@ def add_commands(commands):
     demo.add_argument("--no-report", action="store_true", help="only train and save the model")
     demo.set_defaults(run=cmd_demo)
 
-    train = commands.add_parser("train", help="train the seed CNN on a data set and save it")
+    from convscope.models import MODELS, NAMED_RECIPES
+
+    train = commands.add_parser(
+        "train", help="train the seed CNN (or small-vgg, a ResNet) on a data set and save it"
+    )
     add_data_arguments(train, "digits")
     train.add_argument(
         "--model",
-        choices=("seed", "small-vgg"),
+        choices=tuple(MODELS),
         default="seed",
         help="seed (default): the article's CNN, conv 16 + conv 32 + dense 128, fast; small-vgg: three "
         "blocks of [conv 3x3 + batch norm + ReLU] x 2 + max pool (32, 64, 128 kernels), global average "
         "pooling, dropout 0.3 (289k parameters, about 400 images/s on 32x32x3 with 2 cores). The model "
         "sets the defaults of --crop-padding and --label-smoothing; every other default is the same for "
         "both, and --augment stays off unless given. The README's cats-vs-dogs figures add --augment "
-        "--epochs 15 (seed) or --augment --epochs 60 and evaluate --tta (small-vgg)",
+        "--epochs 15 (seed) or --augment --epochs 60 and evaluate --tta (small-vgg). resnet20, resnet32, "
+        "resnet44, resnet56: He et al. (2016)'s CIFAR ResNets (option-A shortcuts; resnet20 has 269,722 "
+        "parameters), trained by the 'paper' recipe unless --recipe says otherwise",
     )
     train.add_argument(
-        "--epochs", type=positive_int, default=10, help="passes over the data (default %(default)s)"
+        "--recipe",
+        choices=NAMED_RECIPES,
+        help="a named set of training defaults (flags still override each): paper, the ResNet paper's "
+        "(SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 50%% and 75%% of 182 "
+        "epochs, flips and 4-pixel crops, --val-split last:5000; the default for the ResNets); budget, "
+        "for 2 CPU cores (40 epochs of one-cycle SGD with Nesterov momentum up to lr 0.2, weight decay "
+        "5e-4, label smoothing 0.1, the same augmentation and split; evaluate with --tta). "
+        "Default: the model's (seed and small-vgg: their own, see --model)",
     )
     train.add_argument(
-        "--batch-size", type=positive_int, default=64, help="images per optimiser step (default %(default)s)"
+        "--epochs", type=positive_int, help="passes over the data (default: the recipe's; else 10)"
+    )
+    train.add_argument(
+        "--batch-size", type=positive_int, help="images per optimiser step (default: the recipe's; else 64)"
     )
     train.add_argument(
         "--optimizer",
         choices=("adam", "sgd"),
-        default="adam",
-        help="adam (default, lr 3e-3) or sgd with momentum 0.9 (lr 0.05)",
+        help="adam (lr 3e-3) or sgd with momentum 0.9 (lr 0.05) (default: the recipe's; else adam)",
     )
     train.add_argument(
         "--lr", type=positive_float, help="learning rate, the peak of the schedule (default: the optimizer's)"
     )
     train.add_argument(
         "--schedule",
-        choices=("onecycle", "cosine", "none"),
-        default="onecycle",
-        help="learning-rate schedule: one-cycle (default: warm up to --lr over 30%% of the steps, then "
-        "anneal), cosine decay from --lr, or a constant --lr",
+        choices=("onecycle", "cosine", "steps", "none"),
+        help="learning-rate schedule: one-cycle (the default unless the recipe says otherwise: warm up to "
+        "--lr over 30%% of the steps, then anneal), cosine decay from --lr, steps (--lr divided by 10 at "
+        "50%% and 75%% of the steps), or a constant --lr",
     )
     train.add_argument(
         "--augment",
-        action="store_true",
-        help="random horizontal flips and shifts (random padded crops); off by default (flips suit photos, "
-        "not digits)",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flips and shifts (random padded crops); off by default except in the "
+        "ResNet recipes (flips suit photos, not digits)",
     )
     train.add_argument(
         "--crop-padding",
@@ -303,9 +358,8 @@ def add_commands(commands):
     train.add_argument(
         "--weight-decay",
         type=non_negative_float,
-        default=0.0,
         metavar="W",
-        help="L2 penalty added to the gradients by the optimiser (default %(default)s)",
+        help="L2 penalty added to the gradients by the optimiser (default: the recipe's; else 0)",
     )
     train.add_argument(
         "--no-standardize",

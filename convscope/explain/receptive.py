@@ -56,13 +56,16 @@ def grow(field: ReceptiveField, kernel, stride, padding) -> ReceptiveField:
     )
 
 
-def receptive_fields(model) -> list:
-    """One entry per layer of a built model: its ReceptiveField, or None once the output is flat."""
-    field = INPUT_FIELD
+def _through(field: ReceptiveField, layers) -> list:
+    """The field after each of `layers` in turn, starting from `field` (None once the output is flat).
+    A residual block's field is its body's: the body's windows cover all the shortcut sees (a
+    subsampled identity or a 1x1 projection) for the blocks convscope.models builds."""
     fields = []
-    for layer in model.layers:
+    for layer in layers:
         if field is not None and len(layer.output_shape) != 3:
             field = None
+        elif field is not None and hasattr(layer, "named_layers"):
+            field = _through(field, layer.body)[-1]
         elif field is not None:
             geometry = _window_geometry(layer)
             if geometry is not None:
@@ -71,3 +74,8 @@ def receptive_fields(model) -> list:
                 raise ValueError(f"cannot trace the receptive field through layer {layer.name}")
         fields.append(field)
     return fields
+
+
+def receptive_fields(model) -> list:
+    """One entry per layer of a built model: its ReceptiveField, or None once the output is flat."""
+    return _through(INPUT_FIELD, model.layers)

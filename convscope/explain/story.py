@@ -7,7 +7,7 @@ then (when given) the training curves and the evaluation on a test set.
 import numpy as np
 
 from convscope.checks import check_images
-from convscope.explain import feature_maps, learned, plots
+from convscope.explain import blocks, feature_maps, learned, plots
 from convscope.explain.figures import shape_text
 from convscope.explain.patches import top_patches
 from convscope.explain.receptive import receptive_fields
@@ -91,6 +91,8 @@ def layer_text(layer, field) -> str:
         )
     if kind == "Dropout":
         return "Dropout zeroes random values while training; when predicting it passes values through."
+    if kind == "Residual":
+        return blocks.residual_text(layer, _field_text(field))
     return f"{kind}: {in_shape} -> {out_shape}."
 
 
@@ -178,6 +180,7 @@ def layer_sections(model, image: np.ndarray, patch_images=None) -> list:
     patches. Ends with the softmax probabilities."""
     x = check_images(image[None], model.input_shape, what="image")
     outputs = [output[0] for output in model.feature_maps(x)]
+    inputs = [model.standardize(x)[0], *outputs[:-1]]  # what each layer reads
     fields = receptive_fields(model)
     sections, conv_number = [], 0
     for index, layer in enumerate(model.layers):
@@ -185,6 +188,8 @@ def layer_sections(model, image: np.ndarray, patch_images=None) -> list:
         is_conv = type(layer).__name__ == "Conv2D"
         if is_conv:
             _add_kernels(section, layer, conv_number)
+        if type(layer).__name__ == "Residual":
+            blocks.add_insides(section, layer, inputs[index])
         _add_output(section, model, index, outputs[index])
         if is_conv and patch_images is not None and conv_number < PATCH_LAYERS:
             _add_top_patches(section, model, index, patch_images)

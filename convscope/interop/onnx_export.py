@@ -10,7 +10,9 @@ weight reordering at export instead of a transpose at every run.
 A model's input standardisation becomes Sub and Div nodes with per-channel (C, 1, 1) constants right
 after the input (the same float32 arithmetic as convscope's); BatchNorm2D becomes
 BatchNormalization (inference: the running statistics), GlobalAvgPool2D becomes GlobalAveragePool
-and Flatten.
+and Flatten. A Residual block becomes its body's nodes and its shortcut's from the same input (option
+A: Slice every second pixel, Pad zero channels), then Add and Relu; its constants are named like its
+state_dict entries ('3.body.0.weight').
 
 Outputs: `logits` (N, K); a model ending in softmax also has `probabilities` (N, K), listed first.
 metadata_props hold class_names (JSON), convscope_version, input_layout, input_shape and
@@ -21,6 +23,7 @@ import json
 
 import numpy as np
 
+from convscope import blocks
 from convscope import layers as L
 from convscope.interop.pytorch import conv_weight_to_torch, dense_weight_to_torch
 
@@ -129,17 +132,50 @@ def _standardization(graph: _Graph, standardization):
         graph.add(op, f"standardization/{op.lower()}", [graph.constant(f"standardization.{key}", values)])
 
 
-def _dense_follows(model, index: int) -> bool:
-    return any(isinstance(layer, L.Dense) for layer in model.layers[index + 1 :])
+def _dense_follows(layers, index: int) -> bool:
+    return any(isinstance(layer, L.Dense) for layer in layers[index + 1 :])
 
 
-def _add_layer(graph: _Graph, model, index: int, flattened_from):
-    """The nodes of layer `index`; returns the (H, W, C) block whose flattening is still pending
-    a weight permutation (or None)."""
-    layer = model.layers[index]
+def _subsample_zero_pad(graph: _Graph, index, layer: blocks.SubsampleZeroPad, out: str):
+    """Slice every stride-th row and column, then Pad zero channels after the given ones."""
+    sh, sw = layer.stride
+    h, w, c = layer.input_shape
+    starts = graph.constant(f"{index}.starts", np.array([0, 0]), np.int64)
+    ends = graph.constant(f"{index}.ends", np.array([h, w]), np.int64)
+    axes = graph.constant(f"{index}.axes", np.array([2, 3]), np.int64)
+    steps = graph.constant(f"{index}.steps", np.array([sh, sw]), np.int64)
+    graph.add("Slice", f"{layer.name}/subsample", [starts, ends, axes, steps])
+    pads = graph.constant(f"{index}.pads", np.array([0, 0, 0, 0, 0, layer.channels - c, 0, 0]), np.int64)
+    graph.add("Pad", out, [pads], mode="constant")
+
+
+def _residual(graph: _Graph, index, layer: blocks.Residual, out: str):
+    """The body's nodes and the shortcut's from the same input, then Add (and Relu: the block's)."""
+    source = graph.tensor
+    for position in range(len(layer.body)):
+        _add_layer(graph, layer.body, position, None, prefix=f"{index}.body.")
+    body = graph.tensor
+    graph.tensor = source
+    for position in range(len(layer.shortcut)):
+        _add_layer(graph, layer.shortcut, position, None, prefix=f"{index}.shortcut.")
+    graph.add("Add", f"{layer.name}/add" if layer.relu else out, [body])
+    if layer.relu:
+        graph.add("Relu", out)
+
+
+def _add_layer(graph: _Graph, layers, position: int, flattened_from, prefix: str = ""):
+    """The nodes of layers[position], its constants named '{prefix}{position}.weight' (as the
+    state_dict); returns the (H, W, C) block whose flattening is still pending a weight permutation
+    (or None)."""
+    layer = layers[position]
+    index = f"{prefix}{position}"
     fused = getattr(layer, "activation", None)
     out = f"{layer.name}/linear" if fused else layer.name
-    if isinstance(layer, L.Conv2D):
+    if isinstance(layer, blocks.Residual):
+        _residual(graph, index, layer, out)
+    elif isinstance(layer, blocks.SubsampleZeroPad):
+        _subsample_zero_pad(graph, index, layer, out)
+    elif isinstance(layer, L.Conv2D):
         _conv(graph, index, layer, out)
     elif isinstance(layer, L.Dense):
         _dense(graph, index, layer, out, flattened_from)
@@ -154,7 +190,7 @@ def _add_layer(graph: _Graph, model, index: int, flattened_from):
     elif isinstance(layer, L.Flatten):
         if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
             flattened_from = layer.input_shape
-            if not _dense_follows(model, index):
+            if not _dense_follows(layers, position):
                 graph.add("Transpose", f"{layer.name}/nhwc", perm=[0, 2, 3, 1])  # no weight to permute
                 flattened_from = None
         graph.add("Flatten", out, axis=1)
@@ -211,7 +247,7 @@ def to_onnx(model, layout: str = "nhwc"):
         _standardization(graph, model.standardization)
     flattened_from = None
     for index in range(len(model.layers)):
-        flattened_from = _add_layer(graph, model, index, flattened_from)
+        flattened_from = _add_layer(graph, model.layers, index, flattened_from)
 
     k = model.num_classes
     final, logits = graph.tensor, _logits_tensor(model)

@@ -11,7 +11,10 @@ both sides are alike, 'same' where torch's 'same' pads the same way, and otherwi
 module before an unpadded nn.Conv2d (two modules for one layer). MaxPool2D and AvgPool2D become
 nn.MaxPool2d and nn.AvgPool2d with the same window, stride, padding, ceil_mode and count_include_pad.
 BatchNorm2D becomes nn.BatchNorm2d (weight, bias, running statistics, eps and momentum);
-GlobalAvgPool2D becomes two modules, nn.AdaptiveAvgPool2d(1) and nn.Flatten().
+GlobalAvgPool2D becomes two modules, nn.AdaptiveAvgPool2d(1) and nn.Flatten(). A Residual block
+becomes one module of convscope.interop.torch_blocks (a `body` nn.Sequential, a `shortcut`
+nn.Sequential or nn.Identity, the ReLU after the sum inside), its layers converted by the same rules,
+so its state_dict names are '2.body.0.weight', '2.shortcut.0.weight', ...
 
 The input standardisation a model keeps (`model.standardization`, (x - mean) / std per channel)
 becomes module 0, before the network: a non-affine nn.BatchNorm2d(C, eps=0, momentum=0) whose
@@ -24,6 +27,7 @@ standardisation (mean = running_mean, std = sqrt(running_var + eps)).
 
 import numpy as np
 
+from convscope import blocks
 from convscope import layers as L
 
 
@@ -146,6 +150,10 @@ def _layer_module(nn, layer):
         return simple[type(layer)]()
     if isinstance(layer, L.Dropout):
         return nn.Dropout(layer.rate)
+    if isinstance(layer, blocks.SubsampleZeroPad):
+        from convscope.interop import torch_blocks
+
+        return torch_blocks.SubsampleZeroPad(layer.channels, layer.stride)
     raise ValueError(f"to_torch: layer type {type(layer).__name__} has no PyTorch equivalent here")
 
 
@@ -202,21 +210,29 @@ def _torch_arrays(layer, flattened_from) -> dict:
     return arrays
 
 
-def to_torch(model):
-    """A torch.nn.Sequential computing the same function as `model` on (N, C, H, W) inputs.
+def _residual_module(layer: blocks.Residual):
+    """The torch_blocks.Residual computing `layer`, weights included."""
+    from torch import nn
 
-    Module indices follow `torch_positions(model)`; without fused activations, GlobalAvgPool2D, a
-    standardisation or a Conv2D's nn.ZeroPad2d they equal the convscope layer indices, and so do the
-    state_dict names.
-    """
+    from convscope.interop import torch_blocks
+
+    body, pending = _modules(layer.body)
+    check_flatten_order(pending, "to_torch (a residual block's body)")
+    shortcut = nn.Sequential(*_modules(layer.shortcut)[0]) if layer.shortcut else None
+    return torch_blocks.Residual(nn.Sequential(*body), shortcut, relu=layer.relu)
+
+
+def _modules(layers) -> tuple[list, object]:
+    """The torch modules computing `layers` in order, weights copied, and the (H, W, C) block whose
+    flattening is still pending a Dense layer's weight permutation (or None)."""
     import torch
     from torch import nn
 
-    model._require_built()
     modules, flattened_from = [], None
-    if model.standardization is not None:
-        modules.append(standardization_module(model.standardization))
-    for layer in model.layers:
+    for layer in layers:
+        if isinstance(layer, blocks.Residual):
+            modules.append(_residual_module(layer))
+            continue
         before = _before_module(nn, layer)
         if before is not None:
             modules.append(before)
@@ -233,5 +249,20 @@ def to_torch(model):
         after = _after_module(nn, layer)
         if after is not None:
             modules.append(after)
+    return modules, flattened_from
+
+
+def to_torch(model):
+    """A torch.nn.Sequential computing the same function as `model` on (N, C, H, W) inputs.
+
+    Module indices follow `torch_positions(model)`; without fused activations, GlobalAvgPool2D, a
+    standardisation or a Conv2D's nn.ZeroPad2d they equal the convscope layer indices, and so do the
+    state_dict names.
+    """
+    from torch import nn
+
+    model._require_built()
+    modules = [] if model.standardization is None else [standardization_module(model.standardization)]
+    layers, flattened_from = _modules(model.layers)
     check_flatten_order(flattened_from, "to_torch")
-    return nn.Sequential(*modules)
+    return nn.Sequential(*modules, *layers)

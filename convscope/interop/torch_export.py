@@ -30,12 +30,12 @@ torch.from_numpy(x).permute(0, 3, 1, 2). The output is {output} (N, {k}).
 
 from pathlib import Path
 
-from torch import nn
+{torch_import}from torch import nn
 
 INPUT_SHAPE = ({c}, {h}, {w})  # (C, H, W)
 CLASS_NAMES = {class_names}
 WEIGHTS = Path(__file__).with_name("{weights}")
-
+{blocks}
 
 def build_model() -> nn.Sequential:
     """The architecture, with PyTorch's default initialisation."""
@@ -54,9 +54,38 @@ def load_model(weights=WEIGHTS, device="cpu") -> nn.Sequential:
 '''
 
 
-def module_source(module) -> str:
+def _residual_source(module, indent: str) -> str:
+    """A torch_blocks.Residual's constructor call, its body's and shortcut's modules one a line."""
+
+    def sequential(modules) -> str:
+        inner = indent + "        "
+        lines = [f"{inner}{module_source(m, inner)},  # {i}" for i, m in enumerate(modules)]
+        return "nn.Sequential(\n" + "\n".join(lines) + f"\n{indent}    )"
+
+    shortcut = "None" if type(module.shortcut).__name__ == "Identity" else sequential(module.shortcut)
+    return (
+        f"Residual(\n{indent}    {sequential(module.body)},\n{indent}    {shortcut},\n"
+        f"{indent}    relu={module.relu},\n{indent})"
+    )
+
+
+def blocks_source() -> str:
+    """The source of the residual block modules (convscope.interop.torch_blocks), for model.py."""
+    import inspect
+
+    from convscope.interop import torch_blocks
+
+    classes = (torch_blocks.Residual, torch_blocks.SubsampleZeroPad)
+    return "\n\n" + "\n\n".join(inspect.getsource(cls) for cls in classes)
+
+
+def module_source(module, indent: str = "        ") -> str:
     """The constructor call that rebuilds one of to_torch's modules, e.g. 'nn.ReLU()'."""
     kind = type(module).__name__
+    if kind == "Residual":
+        return _residual_source(module, indent)
+    if kind == "SubsampleZeroPad":
+        return f"SubsampleZeroPad({module.channels}, stride={module.stride})"
     if kind == "Conv2d":
         sizes = f"kernel_size={tuple(module.kernel_size)}, stride={tuple(module.stride)}"
         padding = f"padding={module.padding!r}, bias={module.bias is not None}"
@@ -95,6 +124,7 @@ def torch_source(model, net=None) -> str:
     net = to_torch(model) if net is None else net
     h, w, c = model.input_shape
     ends_in_softmax = type(net[-1]).__name__ == "Softmax"
+    has_blocks = any(type(module).__name__ in ("Residual", "SubsampleZeroPad") for module in net.modules())
     origins = [] if model.standardization is None else [STANDARDIZATION_NOTE]
     for layer in model.layers:
         if pads_before(layer):
@@ -119,6 +149,8 @@ def torch_source(model, net=None) -> str:
         output="class probabilities" if ends_in_softmax else "logits",
         class_names="None" if model.class_names is None else json.dumps(model.class_names),
         modules="\n".join(lines),
+        torch_import="import torch\n" if has_blocks else "",
+        blocks=blocks_source() if has_blocks else "",
     )
 
 

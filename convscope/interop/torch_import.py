@@ -23,6 +23,7 @@ divisor_override, batch normalisation without running statistics or with a cumul
 
 import numpy as np
 
+from convscope import blocks
 from convscope import layers as L
 from convscope.interop.pytorch import check_flatten_order, conv_weight_from_torch, dense_weight_from_torch
 from convscope.model import Sequential, checked_standardization
@@ -30,7 +31,8 @@ from convscope.ops import resolve_padding
 
 SUPPORTED = (
     "Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Linear, Dropout, Softmax, BatchNorm2d, "
-    "AdaptiveAvgPool2d(1) + Flatten, ZeroPad2d + Conv2d"
+    "AdaptiveAvgPool2d(1) + Flatten, ZeroPad2d + Conv2d, and convscope.interop.torch_blocks' Residual "
+    "and SubsampleZeroPad"
 )
 
 
@@ -144,11 +146,45 @@ def _global_avgpool2d(where: str, module, following) -> L.GlobalAvgPool2D:
     return L.GlobalAvgPool2D()
 
 
+def _is_block(module, name: str, attributes) -> bool:
+    """Whether `module` is convscope.interop.torch_blocks' `name`, or the copy of that class in an
+    exported model.py (matched by name and attributes: the copy is another class object)."""
+    return type(module).__name__ == name and all(hasattr(module, a) for a in attributes)
+
+
+def _shortcut_modules(where: str, module) -> list:
+    """A torch_blocks.Residual's shortcut as a list of modules (none for nn.Identity)."""
+    from torch import nn
+
+    if isinstance(module.shortcut, nn.Identity):
+        return []
+    if isinstance(module.shortcut, nn.Sequential):
+        return module.shortcut
+    raise ValueError(
+        f"{where}: its shortcut must be nn.Identity or an nn.Sequential, got {type(module.shortcut).__name__}"
+    )
+
+
+def _residual(where: str, module) -> blocks.Residual:
+    """torch_blocks.Residual -> Residual, its body and shortcut converted by the same rules."""
+    from torch import nn
+
+    if not isinstance(module.body, nn.Sequential):
+        raise ValueError(f"{where}: its body must be an nn.Sequential, got {type(module.body).__name__}")
+    body = [layer for layer, _ in _layers(module.body, top_level=False)]
+    shortcut = [layer for layer, _ in _layers(_shortcut_modules(where, module), top_level=False)]
+    return blocks.Residual(body, shortcut=shortcut or "identity", activation="relu" if module.relu else None)
+
+
 def _layer(index: int, module) -> L.Layer:
     """One torch module -> the equivalent unbuilt convscope layer, or a ValueError naming it."""
     from torch import nn
 
     where = _where(index, module)
+    if _is_block(module, "Residual", ("body", "shortcut", "relu")):
+        return _converted(where, _residual, module)
+    if _is_block(module, "SubsampleZeroPad", ("channels", "stride")):
+        return _converted(where, lambda _, m: blocks.SubsampleZeroPad(m.channels, m.stride), module)
     converters = {
         nn.Conv2d: _conv2d,
         nn.MaxPool2d: _pool2d,
@@ -188,14 +224,14 @@ def _standardization(module) -> dict:
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def _layers(module) -> list[tuple[L.Layer, int]]:
+def _layers(module, top_level=True) -> list[tuple[L.Layer, int]]:
     """(convscope layer, index of the torch module holding its weights) for the modules after a
-    leading standardisation; AdaptiveAvgPool2d(1) and its Flatten make one layer, and so do a ZeroPad2d
-    and the Conv2d after it."""
+    leading standardisation (only at the top level, not in a residual block); AdaptiveAvgPool2d(1) and
+    its Flatten make one layer, and so do a ZeroPad2d and the Conv2d after it."""
     from torch import nn
 
     children = list(module)
-    pairs, index = [], 1 if children and _is_standardization(children[0]) else 0
+    pairs, index = [], 1 if top_level and children and _is_standardization(children[0]) else 0
     while index < len(children):
         child = children[index]
         if isinstance(child, nn.AdaptiveAvgPool2d):
@@ -225,13 +261,29 @@ def _check_fan_in(where: str, setting: str, value: int, expected: int, input_sha
     raise ValueError(f"{where}: {setting}={value} but its input has {expected}{hint}")
 
 
-def _state_from_torch(model: Sequential, module, torch_indices, input_shape) -> dict:
-    """The torch parameters and buffers in convscope layout, keyed like model.state_dict(); checks
-    the fan-ins. `torch_indices[i]` is the index of the torch module behind convscope layer i."""
+def _residual_state(block: blocks.Residual, child, prefix: str, input_shape) -> dict:
+    """A Residual's parameters and buffers from its torch_blocks.Residual, keyed '{prefix}body.0.weight'."""
+    state = {}
+    for branch, modules in (("body", child.body), ("shortcut", _shortcut_modules(prefix, child))):
+        indices = [i for _, i in _layers(modules, top_level=False)]
+        state.update(
+            _state_from_torch(getattr(block, branch), modules, indices, input_shape, f"{prefix}{branch}.")
+        )
+    return state
+
+
+def _state_from_torch(layers, module, torch_indices, input_shape, prefix="") -> dict:
+    """The torch parameters and buffers in convscope layout, keyed like model.state_dict() (after
+    `prefix`); checks the fan-ins. `torch_indices[i]` is the index of the torch module behind
+    convscope layer i."""
     state, flattened_from = {}, None
-    for index, (layer, torch_index) in enumerate(zip(model.layers, torch_indices, strict=True)):
+    for position, (layer, torch_index) in enumerate(zip(layers, torch_indices, strict=True)):
+        index = f"{prefix}{position}"
         child = module[torch_index]
         where = _where(torch_index, child)
+        if isinstance(layer, blocks.Residual):
+            state.update(_residual_state(layer, child, f"{index}.", input_shape))
+            continue
         if isinstance(layer, L.Flatten):
             if len(layer.input_shape) == 3:  # a Flatten of a flat input keeps the pending order
                 flattened_from = layer.input_shape
@@ -249,7 +301,8 @@ def _state_from_torch(model: Sequential, module, torch_indices, input_shape) -> 
                 state[f"{index}.{name}"] = _array(getattr(child, name))
         if getattr(child, "bias", None) is not None:
             state[f"{index}.bias"] = _array(child.bias)
-    check_flatten_order(flattened_from, "from_torch")
+    if not prefix:
+        check_flatten_order(flattened_from, "from_torch")
     return state
 
 
@@ -284,4 +337,4 @@ def from_torch(module, input_shape, class_names=None, name="from_torch", seed=0)
             model.standardization = checked_standardization(_standardization(module[0]), input_shape)
         except ValueError as error:
             raise ValueError(f"{where} (read as the input standardisation): {error}") from None
-    return model.load_state_dict(_state_from_torch(model, module, [i for _, i in pairs], input_shape))
+    return model.load_state_dict(_state_from_torch(model.layers, module, [i for _, i in pairs], input_shape))

@@ -351,6 +351,63 @@ class DenseStage:
         return dz @ weight.T if need_dx else None
 
 
+class ResidualStage:
+    """A residual block (convscope.blocks.Residual): its body and its shortcut run on plans of their
+    own (fused stages where their layers allow), then one kernel adds the two and applies the block's
+    ReLU; the backward sends that gradient through both branches and adds what reaches the input."""
+
+    def __init__(self, block, backend: str):
+        from convscope.kernels import residual
+
+        self.kernels = residual
+        self.layers = (block,)
+        self.block = block
+        self.relu = block.relu
+        self.branches = (
+            ("body", build_plan(block.body, backend)),
+            ("shortcut", build_plan(block.shortcut, backend)),
+        )
+        self.kernel = "residual block: body + shortcut, then add" + (" + ReLU" if self.relu else "")
+        self.scratch = Scratch()
+        self._cache = None
+
+    def forward(self, x, training=False, rng=None):
+        outputs = {}
+        for branch, stages in self.branches:
+            h = x
+            for stage in stages:
+                h = stage.forward(h, training=training, rng=rng)
+            outputs[branch] = h
+        body, shortcut = outputs["body"], outputs["shortcut"]
+        if body.shape != shortcut.shape:
+            raise ValueError(f"residual: the body gives {body.shape}, the shortcut {shortcut.shape}")
+        dtype = body.dtype.type
+        y = self.scratch.array("y", body.shape, training, dtype)  # read by the next stage only
+        k = self.kernels
+        k.add_relu(k.flat(body), k.flat(np.asarray(shortcut, dtype=dtype)), self.relu, y.reshape(-1))
+        if training:
+            self._cache = y
+        return y
+
+    def backward(self, dy, need_dx=True):
+        y = self._cache
+        k = self.kernels
+        d = self.scratch.array("d", y.shape, True, y.dtype.type)
+        k.relu_grad(k.flat(np.asarray(dy, dtype=y.dtype)), y.reshape(-1), self.relu, d.reshape(-1))
+        gradients = {}
+        for branch, stages in self.branches:
+            g = d
+            for index in range(len(stages) - 1, -1, -1):
+                g = stages[index].backward(g, need_dx=need_dx or index > 0)
+            gradients[branch] = g
+        self._cache = None
+        if not need_dx:
+            return None
+        dx = self.scratch.array("dx", gradients["body"].shape, True, y.dtype.type)  # read by the stage before
+        k.add(k.flat(gradients["body"]), k.flat(gradients["shortcut"]), dx.reshape(-1))
+        return dx
+
+
 def _is(layer, name: str) -> bool:
     return type(layer).__name__ == name
 
@@ -395,7 +452,10 @@ def build_plan(layers, backend: str, logits_only: bool = False) -> list:
         if logits_only and last:
             activation = None if activation == "softmax" else activation
         fused = backend == "numba" and activation in (None, "relu")
-        if fused and _is(layer, "Conv2D") and _plain_conv(layer):
+        if backend == "numba" and _is(layer, "Residual"):
+            end = i + 1
+            stages.append(ResidualStage(layer, backend))
+        elif fused and _is(layer, "Conv2D") and _plain_conv(layer):
             relu, pool, end = _absorb(layers, i, activation)
             direct = layer.input_shape[2] <= DIRECT_MAX_CHANNELS
             stages.append(ConvStage(layers[i:end], relu, pool, direct))
@@ -427,6 +487,12 @@ def infer(stages, x):
     return np.concatenate(parts)
 
 
-def describe(stages) -> list[str]:
-    """One line per stage: its layers' names and the kernel that runs them."""
-    return [f"{' + '.join(layer.name for layer in stage.layers)}: {stage.kernel}" for stage in stages]
+def describe(stages, indent: str = "") -> list[str]:
+    """One line per stage: its layers' names and the kernel that runs them; a residual block's
+    branches follow it, indented."""
+    lines = []
+    for stage in stages:
+        lines.append(f"{indent}{' + '.join(layer.name for layer in stage.layers)}: {stage.kernel}")
+        for branch, substages in getattr(stage, "branches", ()):
+            lines += describe(substages, indent + "  ") or [f"{indent}  {branch}: identity"]
+    return lines

@@ -41,9 +41,17 @@ from convscope.ops.pool import (
     pool_output_shape,
     pool_padding,
 )
+from convscope.ops.shortcut import (
+    add_relu_backward,
+    add_relu_forward,
+    subsample_zero_pad_backward,
+    subsample_zero_pad_forward,
+)
 
 __all__ = [
     "BatchStatistics",
+    "add_relu_backward",
+    "add_relu_forward",
     "as_pair",
     "avgpool2d_backward",
     "avgpool2d_forward",
@@ -77,5 +85,7 @@ __all__ = [
     "softmax",
     "softmax_backward",
     "softmax_forward",
+    "subsample_zero_pad_backward",
+    "subsample_zero_pad_forward",
     "update_running_statistics",
 ]

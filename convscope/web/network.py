@@ -56,7 +56,8 @@ def _class_names(model) -> list[str]:
 
 
 def _layer_info(index: int, layer) -> dict:
-    return {
+    """A layer's entry in the model detail; a residual block's layers are listed in its `inside`."""
+    info = {
         "index": index,
         "name": layer.name,
         "type": type(layer).__name__,
@@ -64,6 +65,18 @@ def _layer_info(index: int, layer) -> dict:
         "params": int(layer.count_params()),
         "config": layer.get_config(),
     }
+    if hasattr(layer, "named_layers"):
+        info["inside"] = [
+            {
+                "path": path,
+                "name": inner.name,
+                "type": type(inner).__name__,
+                "output_shape": list(inner.output_shape),
+                "params": int(inner.count_params()),
+            }
+            for path, inner in layer.named_layers()
+        ]
+    return info
 
 
 @router.get("", summary="List the models the server may open")
@@ -88,10 +101,21 @@ def model_detail(name: str, request: Request) -> dict:
     return detail
 
 
-def _layer_outputs(model, outputs) -> list[dict]:
+def _inside_outputs(block, block_input) -> list[dict]:
+    """The output of every layer inside a residual block for one image (its body's, then its
+    shortcut's), from the block's input (1, H, W, C)."""
+    body, shortcut = block.branch_outputs(block_input)
+    return [
+        {"path": path, "name": inner.name, "type": type(inner).__name__, "block": encode_block(output[0])}
+        for (path, inner), output in zip(block.named_layers(), [*body, *shortcut], strict=True)
+    ]
+
+
+def _layer_outputs(model, outputs, standardized) -> list[dict]:
     """Every layer's output for one image (`outputs`: model.feature_maps of a batch of one): blocks
-    (H, W, C) as maps, flat outputs as vectors."""
+    (H, W, C) as maps, flat outputs as vectors; a residual block's also the maps inside it."""
     layers = []
+    inputs = [standardized, *outputs[:-1]]
     for index, (layer, output) in enumerate(zip(model.layers, outputs, strict=True)):
         entry = {
             "index": index,
@@ -103,6 +127,8 @@ def _layer_outputs(model, outputs) -> list[dict]:
             entry["block"] = encode_block(output[0])
         else:
             entry["vector"] = encode_vector(output[0])
+        if hasattr(layer, "named_layers"):
+            entry["inside"] = _inside_outputs(layer, inputs[index])
         layers.append(entry)
     return layers
 
@@ -143,8 +169,9 @@ def _predict(registry, name: str, data: bytes, invert: bool, drawing: bool) -> d
     model = registry.load(name)
     image = decode_image(data)
     pixels, notes = to_model_input(data, image, model.input_shape, invert=invert, drawing=drawing)
-    outputs = _thread_replica(model).feature_maps(pixels[None])
-    layers = _layer_outputs(model, outputs)
+    replica = _thread_replica(model)
+    outputs = replica.feature_maps(pixels[None])
+    layers = _layer_outputs(replica, outputs, replica.standardize(pixels[None]))
     probabilities = _probabilities(model, outputs[-1][0])
     names = _class_names(model)
     best = int(probabilities.argmax())
@@ -160,10 +187,13 @@ def _predict(registry, name: str, data: bytes, invert: bool, drawing: bool) -> d
 
 
 def _keeps_channels(layer) -> bool:
-    """True for a layer that maps channel c to channel c (ReLU, pooling, batch norm, dropout)."""
+    """True for a layer that maps channel c to channel c (ReLU, pooling, batch norm, dropout); not for a
+    residual block, whose maps are sums of two branches."""
     shapes = (layer.input_shape, layer.output_shape)
     return (
-        type(layer).__name__ != "Conv2D" and all(len(s) == 3 for s in shapes) and shapes[0][2] == shapes[1][2]
+        type(layer).__name__ not in ("Conv2D", "Residual")
+        and all(len(s) == 3 for s in shapes)
+        and shapes[0][2] == shapes[1][2]
     )
 
 
@@ -176,6 +206,12 @@ def _source_conv(model, index: int) -> tuple[int, list[str]]:
     while position >= 0 and _keeps_channels(model.layers[position]):
         through.insert(0, model.layers[position].name)
         position -= 1
+    if position >= 0 and type(model.layers[position]).__name__ == "Residual":
+        raise WebError(
+            422,
+            f"layer {index} ({layer.name}) comes from residual block {model.layers[position].name}: each of "
+            "its maps is the sum of its body's output and its shortcut's (then ReLU), not one kernel's",
+        )
     if position < 0 or type(model.layers[position]).__name__ != "Conv2D":
         raise WebError(
             422,

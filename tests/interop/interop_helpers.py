@@ -14,7 +14,7 @@ from convscope import (
     Sequential,
     Softmax,
 )
-from convscope.models import seed_cnn, small_vgg
+from convscope.models import resnet, seed_cnn, small_vgg
 
 LOGITS_ATOL = 1e-5
 
@@ -59,16 +59,22 @@ def _pointwise_wide_pool():
     return Sequential(layers, input_shape=(6, 8, 2), seed=3)
 
 
-def _small_vgg_standardized():
-    """small_vgg (batch norm, global average pooling) on non-square RGB images, with an input
-    standardisation and batch-norm weights and running statistics away from their initial values."""
-    model = small_vgg((14, 10, 3), 5, seed=4, width=4)
-    rng = np.random.default_rng(4)
+def _batch_norms_moved(model, seed):
+    """The model with its batch norms' weights, biases and running statistics (and other 1-D weights
+    and biases) away from their initial values, so that their layout matters."""
+    rng = np.random.default_rng(seed)
     for key, array in model.state_dict().items():
         if key.endswith(("running_var", ".weight")) and array.ndim == 1:
             array[...] = rng.uniform(0.5, 2.0, array.shape)
         elif key.endswith(("running_mean", ".bias")):
             array[...] = rng.uniform(-0.5, 0.5, array.shape)
+    return model
+
+
+def _small_vgg_standardized():
+    """small_vgg (batch norm, global average pooling) on non-square RGB images, with an input
+    standardisation and batch-norm weights and running statistics away from their initial values."""
+    model = _batch_norms_moved(small_vgg((14, 10, 3), 5, seed=4, width=4), seed=4)
     model.standardization = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
     return model
 
@@ -102,6 +108,20 @@ def _grouped_avgpool():
     return Sequential(layers, input_shape=(11, 17, 2), seed=6)
 
 
+def _resnet(shortcut):
+    """A depth-8 ResNet (three residual blocks, two of them downsampling) on 8x7 RGB images, with
+    batch-norm weights and running statistics away from their initial values; option A with an input
+    standardisation."""
+
+    def build():
+        model = _batch_norms_moved(resnet(8, (8, 7, 3), 5, seed=8, shortcut=shortcut, width=4), seed=8)
+        if shortcut == "A":
+            model.standardization = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+        return model
+
+    return build
+
+
 ARCHITECTURES = {
     "seed-cnn": lambda: seed_cnn((28, 28, 1), 10, seed=0),
     "strided-rgb": _strided_rgb,
@@ -110,6 +130,8 @@ ARCHITECTURES = {
     "small-vgg-standardized": _small_vgg_standardized,
     "depthwise-dilated": _depthwise_dilated,
     "grouped-avgpool": _grouped_avgpool,
+    "resnet-a-standardized": _resnet("A"),
+    "resnet-b": _resnet("B"),
 }
 
 

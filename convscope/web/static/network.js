@@ -105,6 +105,7 @@ function buildLayerCards(model) {
         grid.append(el("figure", {}, canvas, el("figcaption", { text: `${c}` })));
       }
       card.append(grid);
+      if (layer.inside) card.append(blockInside(layer));
     } else {
       const vector = el("canvas", { class: "vector", hidden: "" });
       const note = el("p", { class: "vector-note", text: `${shape[0]} values, shown once an image goes through` });
@@ -113,6 +114,45 @@ function buildLayerCards(model) {
     return card;
   });
   $("layers").replaceChildren(...cards);
+}
+
+// A residual block's card also shows the maps inside it: each body layer's output, then the shortcut's.
+function blockInside(layer) {
+  const details = el(
+    "details",
+    { class: "block-inside", open: "" },
+    el("summary", { text: `inside ${layer.name}: body, shortcut, then add + ReLU = the maps above` }),
+  );
+  for (const inner of layer.inside) {
+    const shape = inner.output_shape;
+    const size = Math.round(tileSize(shape[0]) * 0.6);
+    const grid = el("div", { class: "fmap-grid" });
+    for (let c = 0; c < shape[2]; c++) {
+      const canvas = el("canvas", { class: "imap", width: shape[1], height: shape[0], title: `${inner.name} channel ${c}` });
+      canvas.style.width = `${size}px`;
+      canvas.style.height = `${Math.round((size * shape[0]) / shape[1])}px`;
+      grid.append(el("figure", {}, canvas));
+    }
+    const header = el(
+      "header",
+      {},
+      el("span", { class: "layer-index", text: inner.path }),
+      el("span", { class: "layer-type", text: inner.type }),
+      el("span", { class: "layer-shape", text: shapeText(shape) }),
+      el("span", { class: "legend-slot" }),
+    );
+    details.append(el("div", { class: "inside-layer", "data-path": inner.path }, header, grid));
+  }
+  return details;
+}
+
+function fillInside(card, inside) {
+  for (const inner of inside) {
+    const part = card.querySelector(`.inside-layer[data-path="${inner.path}"]`);
+    if (!part) continue;
+    part.querySelector(".legend-slot").replaceChildren(legend(inner.block.colormap, inner.block.low, inner.block.high));
+    part.querySelectorAll("canvas.imap").forEach((canvas, c) => drawMap(canvas, inner.block, c));
+  }
 }
 
 function clearResult() {
@@ -129,11 +169,12 @@ function fillLayers(result) {
   for (const layer of result.layers) {
     const card = $("layers").querySelector(`.layer-card[data-index="${layer.index}"]`);
     if (!card) continue;
-    const slot = card.querySelector(".legend-slot");
+    const slot = card.querySelector("header .legend-slot");
     const data = layer.block || layer.vector;
     slot.replaceChildren(legend(data.colormap, data.low, data.high));
     if (layer.block) {
       card.querySelectorAll("canvas.fmap").forEach((canvas, c) => drawMap(canvas, layer.block, c));
+      if (layer.inside) fillInside(card, layer.inside);
     } else {
       const canvas = card.querySelector("canvas.vector");
       canvas.hidden = false;
