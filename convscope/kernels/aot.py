@@ -156,25 +156,23 @@ def lookup(kernel, types):
 # --- building -------------------------------------------------------------------------------------
 
 
-CATALOGUE = ("seed_cnn:28x28x1", "seed_cnn:32x32x3", "seed_cnn:8x8x1", "small_vgg:32x32x3")
+CATALOGUE = ("seed:28x28x1", "seed:32x32x3", "seed:8x8x1", "small-vgg:32x32x3", "resnet20:32x32x3")
 
 
 def parse_case(text: str) -> tuple:
-    """'seed_cnn:28x28x1' -> (the model builder, (28, 28, 1))."""
-    from convscope import models
+    """'seed:28x28x1' -> (the model builder `convscope train --model seed` uses, (28, 28, 1))."""
+    from convscope.models import MODELS
 
     name, _, shape = text.partition(":")
-    builders = {"seed_cnn": models.seed_cnn, "small_vgg": models.small_vgg}
     try:
         dims = tuple(int(d) for d in shape.split("x"))
-        if name not in builders or len(dims) != 3 or min(dims) < 1:
+        if name not in MODELS or len(dims) != 3 or min(dims) < 1:
             raise ValueError
     except ValueError:
         raise ValueError(
-            f"a case is MODEL:HxWxC with MODEL one of {', '.join(builders)}, e.g. seed_cnn:28x28x1; "
-            f"got {text!r}"
+            f"a case is MODEL:HxWxC with MODEL one of {', '.join(MODELS)}, e.g. seed:28x28x1; got {text!r}"
         ) from None
-    return builders[name], dims
+    return MODELS[name], dims
 
 
 def record_catalogue(cases=CATALOGUE, log=print) -> list:
@@ -186,7 +184,8 @@ def record_catalogue(cases=CATALOGUE, log=print) -> list:
 
     rng = np.random.default_rng(0)
     with using("numba"):
-        for build, shape in map(parse_case, cases):
+        for case in cases:
+            build, shape = parse_case(case)
             start = time.perf_counter()
             for optimizer in (SGD(lr=0.01, momentum=0.9), Adam(1e-3)):
                 model = build(shape, 10, seed=0).compile(optimizer)
@@ -195,7 +194,7 @@ def record_catalogue(cases=CATALOGUE, log=print) -> list:
                     model.train_step(x, rng.integers(0, 10, batch), rng=rng)
             for batch in (1, 40):
                 model.predict_proba(rng.random((batch, *shape), dtype=np.float32))
-            log(f"  ran {build.__name__} {'x'.join(map(str, shape))} ({time.perf_counter() - start:.1f} s)")
+            log(f"  ran {case} ({time.perf_counter() - start:.1f} s)")
     return [k for k in kernel_compile.made_kernels() if k.signatures and k.origin is not None]
 
 

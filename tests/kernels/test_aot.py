@@ -40,7 +40,7 @@ def library(tmp_path_factory):
     """A library of the seed CNN's kernels for 8x8 gray images, built by the module's command."""
     folder = tmp_path_factory.mktemp("library")
     done = subprocess.run(
-        [sys.executable, "-m", "convscope.kernels.aot", "--folder", str(folder), "--case", "seed_cnn:8x8x1"],
+        [sys.executable, "-m", "convscope.kernels.aot", "--folder", str(folder), "--case", "seed:8x8x1"],
         capture_output=True,
         text=True,
     )
