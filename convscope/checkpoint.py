@@ -38,8 +38,17 @@ from convscope.optim import OPTIMIZERS
 
 CHECKPOINT_FORMAT = "convscope-checkpoint"
 CHECKPOINT_VERSION = 1
-RESUME_SETTINGS = ("batch_size", "shuffle", "num_train", "train_checksum", "keep_best", "label_smoothing")
-SETTING_DEFAULTS = {"label_smoothing": 0.0}  # for checkpoints written before the setting existed
+RESUME_SETTINGS = (
+    "batch_size",
+    "shuffle",
+    "num_train",
+    "train_checksum",
+    "keep_best",
+    "label_smoothing",
+    "snapshots",
+)
+# for checkpoints written before the setting existed
+SETTING_DEFAULTS = {"label_smoothing": 0.0, "snapshots": None}
 KIND = "convscope checkpoint"
 
 
@@ -356,4 +365,5 @@ def load_checkpoint(path, model, settings: dict) -> TrainingState:
     model.optimizer = loaded.optimizer
     model.load_state_dict(loaded.model.state_dict())
     model.standardization = loaded.model.standardization
+    model.snapshots = loaded.model.snapshots
     return loaded.state

@@ -48,6 +48,9 @@ class Settings:
         return self
 
 
+DEFAULT_SETTINGS = Settings()
+
+
 @dataclass
 class Maximized:
     """The optimised inputs of one layer's kernels or of the classes."""
@@ -138,7 +141,9 @@ def kernel_stages(model, layer_index: int) -> list:
     return build_plan(model.layers[:layer_index], backend()) + [ReferenceStage(layer, activate=False)]
 
 
-def maximize_kernels(model, layer_index: int, channels=None, settings: Settings = Settings()) -> Maximized:
+def maximize_kernels(
+    model, layer_index: int, channels=None, settings: Settings = DEFAULT_SETTINGS
+) -> Maximized:
     """The input that excites each kernel (`channels`, default all) of conv layer `layer_index` most at
     the centre of the layer's output."""
     stages = kernel_stages(model, layer_index)
@@ -161,7 +166,7 @@ def maximize_kernels(model, layer_index: int, channels=None, settings: Settings 
     return Maximized(images, values, f"kernels of {layer.name}", layer_index, (row, column), field)
 
 
-def maximize_classes(model, classes=None, settings: Settings = Settings()) -> Maximized:
+def maximize_classes(model, classes=None, settings: Settings = DEFAULT_SETTINGS) -> Maximized:
     """The input that gives each class (`classes`, default all) the highest logit."""
     from convscope.kernels import backend
     from convscope.kernels.plan import build_plan
