@@ -3,15 +3,20 @@ Visualization", 2017) on the engine's own backward pass.
 
 Gradient ascent on the input, from seeded noise around the data's mean, in the model's own input space:
 the image stays in raw pixels (0..1, clipped after every step) and goes through the model's
-standardisation like any other input. The objective is, for a kernel of a conv layer, its value
-(before any activation) at the centre of the layer's output, so the pattern grows inside that
-position's receptive field; for a class, its logit. Regularisers keep the image natural-looking
-enough to read: random jitter (the image is shifted by up to `jitter` pixels before each step and the
-gradient shifted back), an L2 pull towards the mean, and a small Gaussian blur every `blur_every`
-steps; the last `polish` share of the steps climbs without them, its step shrinking to 0, so the
-image ends at a local maximum of the objective within the pixel range (what the tests compare with
-the data set). Each step moves by `lr` times the gradient divided by its root mean square. Everything is
-seeded: the same seed gives the same image, bit for bit.
+standardisation like any other input. For a kernel of a conv layer the aim is its strongest value
+(before any activation) over the positions of the layer's output, the measure top patches rank the data
+set by; for a class, its logit. Each kernel or class starts from `starts` noise images and keeps the
+best result: ReLUs that are off at the start pass no gradient, so one start can stall on a poor local
+maximum. A kernel's even starts climb its value at the centre of the output (clear of the zero
+padding), its odd starts its value at whichever position is strongest at each step (which may use
+the padding: near the border, zeros stand for "every channel off", which no real input may reach).
+
+Regularisers keep the image natural-looking enough to read: random jitter (the image is shifted by up
+to `jitter` pixels before each step and the gradient shifted back), an L2 pull towards the mean, and
+a small Gaussian blur every `blur_every` steps; the last `polish` share of the steps climbs without
+them, its step shrinking to 0, so the image ends at a local maximum of the objective within the pixel
+range (what the tests compare with the data set). Each step moves by `lr` times the gradient divided
+by its root mean square. Everything is seeded: the same seed gives the same image, bit for bit.
 
 All kernels of a layer (or all classes) are optimised together, one image each, in one batch.
 """
@@ -32,14 +37,19 @@ class Settings:
     l2: float = 0.01
     blur_every: int = 4
     blur: float = 0.5  # the Gaussian's standard deviation, in pixels
-    noise: float = 0.05  # the starting noise's standard deviation around the mean
+    noise: float = 0.2  # the starting noise's standard deviation around the mean
     polish: float = 0.25  # the last quarter of the steps climb without regularisers
+    starts: int = 2  # noise images per kernel or class; the best result is kept
     seed: int = 0
 
     def checked(self) -> "Settings":
-        for name in ("steps", "blur_every"):
+        for name in ("steps", "blur_every", "starts"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "steps" else 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (0 if name == "blur_every" else 1)
+            ):
                 raise ValueError(f"activation maximisation: {name} must be a whole number, got {value!r}")
         for name in ("lr", "l2", "blur", "noise", "polish"):
             value = getattr(self, name)
@@ -56,10 +66,10 @@ class Maximized:
     """The optimised inputs of one layer's kernels or of the classes."""
 
     images: np.ndarray  # (K, H, W, C) raw pixels in 0..1
-    values: np.ndarray  # (K,) the objective reached: the kernel's centre value or the class's logit
+    values: np.ndarray  # (K,) the objective reached: the kernel's strongest value or the class's logit
     what: str  # "kernels of conv2d_1" or "classes"
     layer_index: int | None = None  # the conv layer, for kernels
-    position: tuple | None = None  # the output position optimised, for kernels
+    positions: np.ndarray | None = None  # (K, 2) each kernel's strongest output position, for kernels
     field: object = None  # its receptive field (ReceptiveField), for kernels
 
 
@@ -126,6 +136,13 @@ def ascend(model, stages, count: int, seed_gradient, settings: Settings) -> tupl
     return x, values
 
 
+def _best_start(images, values, starts: int):
+    """Of each target's `starts` consecutive results, the one that reached the highest value."""
+    values = values.reshape(-1, starts)
+    best = values.argmax(axis=1) + np.arange(len(values)) * starts
+    return images[best], values.max(axis=1)
+
+
 def conv_layers(model) -> list[int]:
     return [i for i, layer in enumerate(model.layers) if type(layer).__name__ == "Conv2D"]
 
@@ -144,26 +161,32 @@ def kernel_stages(model, layer_index: int) -> list:
 def maximize_kernels(
     model, layer_index: int, channels=None, settings: Settings = DEFAULT_SETTINGS
 ) -> Maximized:
-    """The input that excites each kernel (`channels`, default all) of conv layer `layer_index` most at
-    the centre of the layer's output."""
+    """The input that excites each kernel (`channels`, default all) of conv layer `layer_index` most, as
+    its strongest value over the positions of the layer's output; `positions` says where."""
     stages = kernel_stages(model, layer_index)
     layer = model.layers[layer_index]
     chosen = np.arange(layer.filters) if channels is None else np.asarray(channels, dtype=np.int64)
     if chosen.ndim != 1 or len(chosen) == 0 or chosen.min() < 0 or chosen.max() >= layer.filters:
         raise ValueError(f"{layer.name} has kernels 0 to {layer.filters - 1}, got {channels!r}")
     out_h, out_w, _ = layer.output_shape
-    row, column = out_h // 2, out_w // 2
-    count = len(chosen)
+    targets = np.repeat(chosen, settings.starts)  # each kernel from `starts` noise images
+    count = len(targets)
+    at_centre = np.arange(count) % 2 == 0  # even starts: the centre position; odd: the strongest one
 
     def seed_gradient(output):
-        values = output[np.arange(count), row, column, chosen]
+        maps = output[np.arange(count), :, :, targets]  # (count, h, w): each image's own kernel
+        rows, columns = np.unravel_index(maps.reshape(count, -1).argmax(axis=1), maps.shape[1:])
+        strongest = maps[np.arange(count), rows, columns]
+        rows, columns = np.where(at_centre, out_h // 2, rows), np.where(at_centre, out_w // 2, columns)
         d_output = np.zeros_like(output)
-        d_output[np.arange(count), row, column, chosen] = 1.0
-        return values, d_output
+        d_output[np.arange(count), rows, columns, targets] = 1.0
+        return strongest, d_output
 
-    images, values = ascend(model, stages, count, seed_gradient, settings)
+    images, values = _best_start(*ascend(model, stages, count, seed_gradient, settings), settings.starts)
+    maps = run_forward(stages, model.standardize(images))[np.arange(len(chosen)), :, :, chosen]
+    positions = np.stack(np.unravel_index(maps.reshape(len(chosen), -1).argmax(axis=1), maps.shape[1:]), 1)
     field = receptive_fields(model)[layer_index]
-    return Maximized(images, values, f"kernels of {layer.name}", layer_index, (row, column), field)
+    return Maximized(images, values, f"kernels of {layer.name}", layer_index, positions, field)
 
 
 def maximize_classes(model, classes=None, settings: Settings = DEFAULT_SETTINGS) -> Maximized:
@@ -174,14 +197,15 @@ def maximize_classes(model, classes=None, settings: Settings = DEFAULT_SETTINGS)
     body, logits_only = _body(model)
     stages = build_plan(body, backend(), logits_only=logits_only)
     chosen = np.arange(model.num_classes) if classes is None else np.asarray(classes, dtype=np.int64)
-    count = len(chosen)
+    targets = np.repeat(chosen, settings.starts)
+    count = len(targets)
 
     def seed_gradient(logits):
         d_logits = np.zeros_like(logits)
-        d_logits[np.arange(count), chosen] = 1.0
-        return logits[np.arange(count), chosen], d_logits
+        d_logits[np.arange(count), targets] = 1.0
+        return logits[np.arange(count), targets], d_logits
 
-    images, values = ascend(model, stages, count, seed_gradient, settings)
+    images, values = _best_start(*ascend(model, stages, count, seed_gradient, settings), settings.starts)
     return Maximized(images, values, "classes")
 
 

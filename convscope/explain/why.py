@@ -62,9 +62,11 @@ def add_kernel_maximization(sections, model, settings, timings) -> list:
         if section is None:
             continue
         caption = (
-            f"what each kernel wants to see: the input that excites it most at the centre of the "
+            f"what each kernel wants to see: the input that excites it most at one position of the "
             f"{shape_text(layer.output_shape)} output, found by {settings.steps} steps of gradient ascent "
-            f"from seeded noise (seed {settings.seed}); lit: that position's receptive field"
+            f"from seeded noise (seed {settings.seed}, best of {settings.starts} starts); lit: that "
+            "position's receptive field; the number is the value reached, comparable to the top "
+            "patches' maxima"
         )
         figure = why_figures.maximized_kernels_figure(result, f"{layer.name}: what each kernel wants to see")
         section.add(f"{layer.name}-maximized", caption, figure)

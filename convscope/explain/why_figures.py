@@ -76,34 +76,35 @@ def attribution_figure(image: np.ndarray, attributions, title: str):
     return fig
 
 
-def _dimmed_outside(images: np.ndarray, field, position) -> np.ndarray:
-    """RGB tiles (K, H, W, 3) of the images with everything outside the receptive field of `position`
-    dimmed towards dark blue, as the top patches are shown."""
+def _dimmed_outside(images: np.ndarray, field, positions) -> np.ndarray:
+    """RGB tiles (K, H, W, 3) of the images with everything outside the receptive field of each one's
+    position (K, 2) dimmed towards dark blue, as the top patches are shown."""
     tiles = np.clip(images, 0.0, 1.0)
     tiles = np.repeat(tiles, 3, axis=-1) if tiles.shape[-1] == 1 else tiles
-    rows, columns = field.window(*position)
-    inside = np.zeros(tiles.shape[1:3], dtype=bool)
-    inside[max(rows.start, 0) : max(rows.stop, 0), max(columns.start, 0) : max(columns.stop, 0)] = True
+    inside = np.zeros(tiles.shape[:3], dtype=bool)
+    for k, position in enumerate(positions):
+        rows, columns = field.window(*position)
+        inside[k, max(rows.start, 0) : max(rows.stop, 0), max(columns.start, 0) : max(columns.stop, 0)] = True
     dimmed = 0.4 * tiles + 0.6 * np.asarray(OUTSIDE_RGB)
-    return np.where(inside[None, :, :, None], tiles, dimmed)
+    return np.where(inside[..., None], tiles, dimmed)
 
 
 def maximized_kernels_figure(result, title: str):
-    """One panel per kernel (the first MAX_PANELS): its optimised input, the receptive field of the
-    optimised position lit and the rest dimmed; the value reached above it."""
+    """One panel per kernel (the first MAX_PANELS): its optimised input, the receptive field of its
+    strongest position lit and the rest dimmed; the value reached above it."""
     shown = min(len(result.images), MAX_PANELS)
     columns = min(shown, 8)
     rows = -(-shown // columns)
     fig = matplotlib_figure(1.45 * columns + 0.4, 1.6 * rows + 0.7)
     panels = panel_grid(fig, shown, top=1 - 0.55 / (1.6 * rows + 0.7))
-    tiles = _dimmed_outside(result.images[:shown], result.field, result.position)
+    tiles = _dimmed_outside(result.images[:shown], result.field, result.positions[:shown])
     for c, ax in enumerate(panels):
         ax.imshow(tiles[c], interpolation="nearest")
         ax.set_title(f"kernel {c}: {result.values[c]:.2f}", fontsize=8, pad=2)
     more = f", first {shown} of {len(result.images)}" if shown < len(result.images) else ""
     fig.suptitle(
         f"{title}   (optimised inputs, pixels 0..1; lit: the {shape_text(result.field.size)} receptive field "
-        f"of the centre position{more})",
+        f"of the strongest position{more})",
         fontsize=11,
         x=0.02,
         ha="left",
