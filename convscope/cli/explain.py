@@ -72,6 +72,12 @@ def cmd_explain(args):
     from convscope.explain.story import explain_sections
 
     model = load_model(args.model)
+    if args.why:  # a wrong class or layer is reported before any work
+        from convscope.explain.attribution import resolve_layer, resolve_target
+
+        resolve_target(model, args.target)
+        if "gradcam" in (args.method or ("gradcam",)):
+            resolve_layer(model, args.layer)
     dataset = args.dataset or ("digits" if tuple(model.input_shape) == (8, 8, 1) else None)
     image, notes = _explain_image(args, model, dataset)
     patch_images = None
