@@ -3,6 +3,7 @@ import { loadColormaps, showError } from "./util.js";
 import { refreshModels, setupNetwork } from "./network.js";
 import { setupPlayground } from "./playground.js";
 import { setupTraining } from "./training.js";
+import { setupWhy } from "./why.js";
 
 function showView(name) {
   document.querySelectorAll(".view").forEach((view) => {
@@ -28,6 +29,7 @@ async function main() {
   }
   const first = (location.hash || "#network").slice(1);
   showView(["network", "playground", "training"].includes(first) ? first : "network");
+  setupWhy(); // listens before the network view announces its first model
   await Promise.all([setupNetwork(), setupPlayground(), setupTraining()]);
   document.body.dataset.ready = "true";
 }
