@@ -215,7 +215,7 @@ def feature_map_growth_figure(snapshots, title: str):
     scale = colour_scale(maps)
     width = min(16.0, 0.5 * len(picks) * max(w, 8) / 8 + 2.5)
     fig = matplotlib_figure(width, min(22.0, 0.5 * rows * max(h, 8) / 8 + 1.3))
-    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 7], "wspace": 0.05})
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 7], "wspace": 0.25})
     show_image(axes[0], snapshots.image)
     axes[0].set_title("the fixed image", fontsize=8)
     axes[0].set_xticks([])

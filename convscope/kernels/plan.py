@@ -10,10 +10,11 @@ fused kernel can run:
     anything else                             -> ReferenceStage (the layer's own reference op)
 
 With the 'numpy' backend every layer is a ReferenceStage. A stage has the layers' protocol,
-`forward(x, training, rng)` and `backward(dy, need_dx)` (filling its layers' `grads`), plus `layers`
-and `kernel` (what `describe` prints); Sequential runs its plan's stages instead of its layers. The
-fused stages compute what their layers' reference ops compute (tests/kernels compares them layer by
-layer).
+`forward(x, training, rng, record)` and `backward(dy, need_dx)` (filling its layers' `grads`), plus
+`layers` and `kernel` (what `describe` prints); `record=True` keeps what backward needs in inference
+mode too (batch norm with its running statistics), for attribution (convscope.explain.attribution).
+Sequential runs its plan's stages instead of its layers. The fused stages compute what their layers'
+reference ops compute (tests/kernels compares them layer by layer).
 """
 
 import threading
