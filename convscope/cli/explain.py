@@ -246,7 +246,8 @@ def add_why_arguments(explain):
     group.add_argument(
         "--layer",
         metavar="NAME",
-        help="Grad-CAM's layer (default: the last conv layer, after its batch norm and ReLU)",
+        help="Grad-CAM's layer (default: the last one with feature maps before the final pooling, the "
+        "last conv layer's rectified output)",
     )
     group.add_argument(
         "--method",

@@ -9,8 +9,8 @@ Four methods, each a map (H, W) at the input's resolution:
   Gaussian noise of `noise` (in pixel units, the input range being 0..1) added, seeded.
 - `gradcam` (Selvaraju et al. 2017): on a layer with a spatial output A (h, w, K), each channel's weight
   is the mean of d score / dA over its positions; the map is ReLU(sum_k weight_k A_k), interpolated
-  to the input's pixels from the centres of the layer's receptive fields. Default layer: the last conv
-  layer, with the batch norm and ReLU right after it (its rectified output).
+  to the input's pixels from the centres of the layer's receptive fields. Default layer: the last one
+  with feature maps before the final pooling (the last conv layer's rectified output).
 - `occlusion` (Zeiler & Fergus 2014): a `size` x `size` patch of the data set's mean slides over the
   image with `stride`; each pixel gets the mean drop of the class's probability over the patches
   that covered it (negative where hiding it made the class more likely).
@@ -33,7 +33,7 @@ METHODS = ("gradient", "smoothgrad", "gradcam", "occlusion")
 SMOOTHGRAD_SAMPLES = 50
 SMOOTHGRAD_NOISE = 0.15  # 15% of the 0..1 input range, within the paper's 10-20%
 MAX_OCCLUSION_POSITIONS = 4096
-CHANNEL_KEEPING = ("BatchNorm2D", "ReLU", "Dropout")
+POOLING = ("MaxPool2D", "AvgPool2D")
 
 SCALES = {
     "gradient": "magma, 0 to the largest |d score / d pixel| of the map",
@@ -100,16 +100,15 @@ def spatial_layers(model) -> list[int]:
 
 
 def default_gradcam_layer(model) -> int:
-    """The last conv layer, followed through the batch norm, ReLU and dropout right after it."""
-    convs = [i for i, layer in enumerate(model.layers) if type(layer).__name__ == "Conv2D"]
-    if not convs:
-        spatial = spatial_layers(model)
-        if not spatial:
-            raise ValueError("Grad-CAM needs a layer with a spatial output; this model has none")
-        return spatial[-1]
-    index = convs[-1]
-    while index + 1 < len(model.layers) and type(model.layers[index + 1]).__name__ in CHANNEL_KEEPING:
-        index += 1
+    """The last layer with feature maps, stepping back over the pooling that ends the feature part: the
+    last conv layer's rectified output (after its batch norm and ReLU) in the seed CNN and small_vgg,
+    the last block's output in a network of blocks."""
+    spatial = spatial_layers(model)
+    if not spatial:
+        raise ValueError("Grad-CAM needs a layer with a spatial output; this model has none")
+    index = spatial[-1]
+    while type(model.layers[index]).__name__ in POOLING and index - 1 in spatial:
+        index -= 1
     return index
 
 
