@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from convscope.checks import check_images, check_labels
+from convscope.explain.attribution import one_blas_thread
 
 DEAD_WARNING_SHARE = 0.5
 MAX_SAMPLE = 512
@@ -66,12 +67,15 @@ def network_health(model, images, labels=None, max_images: int = MAX_SAMPLE) -> 
     images = check_images(images, model.input_shape, what="sample images")[:max_images]
     if len(images) == 0:
         raise ValueError("network health needs at least one sample image")
-    outputs = model.feature_maps(images)
-    if labels is None:
-        labels = model.predict(images)
-    labels = check_labels(np.asarray(labels)[: len(images)], len(images), model.num_classes, what="labels")
-    replica = model.replica()  # the training-mode pass must not touch the model's own caches
-    replica.loss_and_gradients(model.standardize(images), labels, rng=np.random.default_rng(0))
+    with one_blas_thread():
+        outputs = model.feature_maps(images)
+        if labels is None:
+            labels = model.predict(images)
+        labels = check_labels(
+            np.asarray(labels)[: len(images)], len(images), model.num_classes, what="labels"
+        )
+        replica = model.replica()  # the training-mode pass must not touch the model's own caches
+        replica.loss_and_gradients(model.standardize(images), labels, rng=np.random.default_rng(0))
     report = []
     for index, (layer, output) in enumerate(zip(model.layers, outputs, strict=True)):
         values = output.astype(np.float64)

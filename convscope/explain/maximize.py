@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convscope.explain.attribution import _body, run_backward, run_forward
+from convscope.explain.attribution import _body, one_blas_thread, run_backward, run_forward
 from convscope.explain.receptive import receptive_fields
 
 
@@ -111,28 +111,29 @@ def ascend(model, stages, count: int, seed_gradient, settings: Settings) -> tupl
     std = 1.0 if model.standardization is None else np.asarray(model.standardization["std"], np.float32)
     noise = rng.normal(0.0, settings.noise, size=(count, *model.input_shape)).astype(np.float32)
     x = np.clip(mean + noise, 0.0, 1.0)
-    free_from = settings.steps - int(round(min(settings.polish, 1.0) * settings.steps))
-    for step in range(settings.steps):
-        regularised = step < free_from
-        move = jitter if regularised else 0
-        shift = tuple(int(s) for s in rng.integers(-move, move + 1, size=2)) if move else (0, 0)
-        shifted = np.roll(x, shift, axis=(1, 2))
-        output = run_forward(stages, model.standardize(shifted), record=True)
-        _, d_output = seed_gradient(output)
-        gradient = np.roll(run_backward(stages, d_output) / std, (-shift[0], -shift[1]), axis=(1, 2))
-        if regularised:
-            gradient -= settings.l2 * (x - mean)
-        rms = np.sqrt((gradient.astype(np.float64) ** 2).mean(axis=(1, 2, 3), keepdims=True)) + 1e-12
-        lr = (
-            settings.lr
-            if regularised
-            else settings.lr * (settings.steps - step) / (settings.steps - free_from)
-        )
-        x = x + (lr * gradient / rms).astype(np.float32)
-        if regularised and settings.blur_every and (step + 1) % settings.blur_every == 0:
-            x = blur(x, settings.blur)
-        x = np.clip(x, 0.0, 1.0)
-    values, _ = seed_gradient(run_forward(stages, model.standardize(x), record=True))
+    with one_blas_thread():
+        free_from = settings.steps - int(round(min(settings.polish, 1.0) * settings.steps))
+        for step in range(settings.steps):
+            regularised = step < free_from
+            move = jitter if regularised else 0
+            shift = tuple(int(s) for s in rng.integers(-move, move + 1, size=2)) if move else (0, 0)
+            shifted = np.roll(x, shift, axis=(1, 2))
+            output = run_forward(stages, model.standardize(shifted), record=True)
+            _, d_output = seed_gradient(output)
+            gradient = np.roll(run_backward(stages, d_output) / std, (-shift[0], -shift[1]), axis=(1, 2))
+            if regularised:
+                gradient -= settings.l2 * (x - mean)
+            rms = np.sqrt((gradient.astype(np.float64) ** 2).mean(axis=(1, 2, 3), keepdims=True)) + 1e-12
+            lr = (
+                settings.lr
+                if regularised
+                else settings.lr * (settings.steps - step) / (settings.steps - free_from)
+            )
+            x = x + (lr * gradient / rms).astype(np.float32)
+            if regularised and settings.blur_every and (step + 1) % settings.blur_every == 0:
+                x = blur(x, settings.blur)
+            x = np.clip(x, 0.0, 1.0)
+        values, _ = seed_gradient(run_forward(stages, model.standardize(x), record=True))
     return x, values
 
 
@@ -155,6 +156,8 @@ def kernel_stages(model, layer_index: int) -> list:
     layer = model.layers[layer_index]
     if type(layer).__name__ != "Conv2D":
         raise ValueError(f"layer {layer_index} ({layer.name}) is not a conv layer: it has no kernels")
+    if layer.activation is None:  # the plan ends with this conv alone (a fast stage when there is one)
+        return build_plan(model.layers[: layer_index + 1], backend())
     return build_plan(model.layers[:layer_index], backend()) + [ReferenceStage(layer, activate=False)]
 
 
