@@ -15,10 +15,10 @@ from convscope.explain.figures import shape_text
 from convscope.explain.report import Section
 
 METHOD_TEXT = {
-    "gradient": "the gradient: how much a small change of each pixel moves the class's score",
-    "smoothgrad": "SmoothGrad: the gradient averaged over noisy copies of the image, less speckled",
-    "gradcam": "Grad-CAM: the layer's feature maps weighted by how much the score depends on each",
-    "occlusion": "occlusion: how much the class's probability drops when a patch of the image is hidden",
+    "gradient": "how much a small change of each pixel moves the class's score",
+    "smoothgrad": "the gradient averaged over noisy copies of the image, less speckled",
+    "gradcam": "the layer's feature maps weighted by how much the score depends on each",
+    "occlusion": "how much the class's probability drops when a patch of the image is hidden",
 }
 
 
