@@ -208,11 +208,12 @@ def _compare_settings(saved, settings: dict, path: str) -> None:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: {TRAINING_NAME} has no settings")
     for key in RESUME_SETTINGS:
-        if saved.get(key, SETTING_DEFAULTS.get(key)) != settings[key]:
+        now = settings.get(key, SETTING_DEFAULTS.get(key))
+        if saved.get(key, SETTING_DEFAULTS.get(key)) != now:
             what = "training data" if key in ("num_train", "train_checksum") else key
             raise CheckpointError(
                 f"{path}: was written by a fit with different {what} "
-                f"({key}={short(repr(saved.get(key)), 60)}, now {settings[key]!r}); "
+                f"({key}={short(repr(saved.get(key)), 60)}, now {now!r}); "
                 "resume with the same data and settings, or start afresh"
             )
 

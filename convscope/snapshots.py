@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convscope.archive import ModelFileError
+
 FORMAT = "convscope-snapshots"
 VERSION = 1
 JSON_NAME = "snapshots.json"
@@ -162,9 +164,9 @@ def read_snapshots(archive, model) -> Snapshots | None:
         return None
     try:
         every, layer, stride, steps, epochs = _checked_record(archive.read_json(JSON_NAME), model)
+    except ModelFileError:
+        raise
     except ValueError as error:
-        if type(error).__name__ == "ModelFileError":
-            raise
         raise archive.fail(f"{JSON_NAME} is damaged: {error}") from None
     header = archive.tensor_header(TENSORS_NAME)
     expected = expected_tensors(model, len(steps))
