@@ -258,18 +258,20 @@ class Residual(layers.Layer):
             return body_out + shortcut_out, None
         return ops.add_relu_forward(body_out, shortcut_out)
 
-    def branch_outputs(self, x, training=False, rng=None) -> tuple[list, list]:
-        """The outputs of every body layer and every shortcut layer for x (inference unless training)."""
+    def branch_outputs(self, x, training=False, rng=None, keep=False) -> tuple[list, list]:
+        """The outputs of every body layer and every shortcut layer for x (inference unless training);
+        keep: the layers keep what backward needs, in inference too (as `forward` does)."""
         outputs = {}
         for branch in BRANCHES:
             h, outputs[branch] = x, []
             for layer in getattr(self, branch):
-                h = layer.forward(h, training=True, rng=rng) if training else layer.infer(h)
+                h = layer.forward(h, training=training, rng=rng) if training or keep else layer.infer(h)
                 outputs[branch].append(h)
         return outputs["body"], outputs["shortcut"]
 
     def forward(self, x, training=False, rng=None):
-        body, shortcut = self.branch_outputs(x, training, rng)
+        """Training, or inference keeping what backward needs (attribution differentiates it)."""
+        body, shortcut = self.branch_outputs(x, training, rng, keep=True)
         y, self._cache = self._add(body[-1], shortcut[-1] if shortcut else x)
         return y
 

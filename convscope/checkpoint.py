@@ -38,8 +38,17 @@ from convscope.optim import OPTIMIZERS
 
 CHECKPOINT_FORMAT = "convscope-checkpoint"
 CHECKPOINT_VERSION = 1
-RESUME_SETTINGS = ("batch_size", "shuffle", "num_train", "train_checksum", "keep_best", "label_smoothing")
-SETTING_DEFAULTS = {"label_smoothing": 0.0}  # for checkpoints written before the setting existed
+RESUME_SETTINGS = (
+    "batch_size",
+    "shuffle",
+    "num_train",
+    "train_checksum",
+    "keep_best",
+    "label_smoothing",
+    "snapshots",
+)
+# for checkpoints written before the setting existed
+SETTING_DEFAULTS = {"label_smoothing": 0.0, "snapshots": None}
 KIND = "convscope checkpoint"
 
 
@@ -199,11 +208,12 @@ def _compare_settings(saved, settings: dict, path: str) -> None:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: {TRAINING_NAME} has no settings")
     for key in RESUME_SETTINGS:
-        if saved.get(key, SETTING_DEFAULTS.get(key)) != settings[key]:
+        now = settings.get(key, SETTING_DEFAULTS.get(key))
+        if saved.get(key, SETTING_DEFAULTS.get(key)) != now:
             what = "training data" if key in ("num_train", "train_checksum") else key
             raise CheckpointError(
                 f"{path}: was written by a fit with different {what} "
-                f"({key}={short(repr(saved.get(key)), 60)}, now {settings[key]!r}); "
+                f"({key}={short(repr(saved.get(key)), 60)}, now {now!r}); "
                 "resume with the same data and settings, or start afresh"
             )
 
@@ -356,4 +366,5 @@ def load_checkpoint(path, model, settings: dict) -> TrainingState:
     model.optimizer = loaded.optimizer
     model.load_state_dict(loaded.model.state_dict())
     model.standardization = loaded.model.standardization
+    model.snapshots = loaded.model.snapshots
     return loaded.state

@@ -12,6 +12,7 @@ model (BatchNorm2D's running statistics): a training forward pass records its `b
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -470,6 +471,12 @@ class Dropout(Layer):
         return {"rate": self.rate}
 
 
+class _InferenceInput(NamedTuple):
+    """What an inference-mode forward pass keeps for its backward: the input."""
+
+    x: np.ndarray
+
+
 class BatchNorm2D(Layer):
     """Batch normalisation of each channel of (N, H, W, C) blocks, as torch.nn.BatchNorm2d.
 
@@ -502,7 +509,7 @@ class BatchNorm2D(Layer):
 
     def forward(self, x, training=False, rng=None):
         if not training:
-            self._cache = None
+            self._cache = _InferenceInput(x)  # backward then differentiates the running-statistics map
             return self.infer(x)
         y, self._cache = ops.batchnorm2d_forward(x, self.params["weight"], self.params["bias"], self.eps)
         self.batch_statistics = self._cache.statistics
@@ -513,6 +520,12 @@ class BatchNorm2D(Layer):
         return ops.batchnorm2d(x, mean, var, self.params["weight"], self.params["bias"], self.eps)
 
     def backward(self, dy, need_dx=True):
+        if isinstance(self._cache, _InferenceInput):
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            dx, self.grads["weight"], self.grads["bias"] = ops.batchnorm2d_inference_backward(
+                dy, self._cache.x, mean, var, self.params["weight"], self.eps
+            )
+            return dx
         dx, self.grads["weight"], self.grads["bias"] = ops.batchnorm2d_backward(dy, self._cache)
         return dx
 

@@ -55,6 +55,7 @@ class Sequential:
         self.optimizer = None
         self.label_smoothing = 0.0
         self.augmentation = None  # how fit last augmented the training images, e.g. {"flip": True, ...}
+        self.snapshots = None  # how the first layer's kernels grew in fit (convscope.snapshots), if recorded
         for layer in layers or []:
             self.add(layer)
         if input_shape is not None:

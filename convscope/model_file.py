@@ -8,7 +8,9 @@ with a random generator that refuses to draw more values than the weights file h
 output for one image is kept under a size limit; only then is the model built. Every tensor's name,
 shape and dtype must match the architecture exactly, and every weight must be finite.
 
-A checkpoint (convscope.checkpoint) is a model file with two more members, so it loads as a model too:
+A model trained with snapshots holds two more members, snapshots.json and snapshots.safetensors
+(convscope.snapshots), checked as strictly. A checkpoint (convscope.checkpoint) is a model file with two
+more members, so it loads as a model too:
 the weights of its last epoch.
 """
 
@@ -27,6 +29,10 @@ from convscope.archive import (
     write_archive,
 )
 from convscope.model import Sequential
+from convscope.snapshots import JSON_NAME as SNAPSHOTS_NAME
+from convscope.snapshots import MAX_JSON_BYTES as MAX_SNAPSHOTS_JSON_BYTES
+from convscope.snapshots import TENSORS_NAME as SNAPSHOTS_TENSORS_NAME
+from convscope.snapshots import read_snapshots
 
 FORMAT_NAME = "convscope-model"
 FORMAT_VERSION = 1
@@ -42,6 +48,8 @@ MEMBER_LIMITS = {
     WEIGHTS_NAME: MAX_WEIGHTS_BYTES,
     TRAINING_NAME: MAX_TRAINING_BYTES,
     TRAINING_TENSORS_NAME: 4 * MAX_WEIGHTS_BYTES,
+    SNAPSHOTS_NAME: MAX_SNAPSHOTS_JSON_BYTES,  # how the kernels grew (convscope.snapshots), when recorded
+    SNAPSHOTS_TENSORS_NAME: 1 << 26,
 }
 MAX_LAYERS = 1000
 MAX_INPUT_VALUES = 1 << 26  # H * W * C of the model's input
@@ -62,7 +70,12 @@ def model_members(model: Sequential) -> dict:
     config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "convscope_version": _version()}
     config.update(model.get_config())
     weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.state_dict().items()}
-    return {CONFIG_NAME: dump_json(config), WEIGHTS_NAME: save_tensors(weights)}
+    members = {CONFIG_NAME: dump_json(config), WEIGHTS_NAME: save_tensors(weights)}
+    snapshots = getattr(model, "snapshots", None)
+    if snapshots is not None and snapshots.steps:
+        members[SNAPSHOTS_NAME] = dump_json(snapshots.to_json())
+        members[SNAPSHOTS_TENSORS_NAME] = save_tensors(snapshots.tensors())
+    return members
 
 
 def save_model(model: Sequential, path) -> None:
@@ -262,6 +275,7 @@ def read_model(archive: ArchiveReader) -> Sequential:
     tensors = archive.read_tensors(WEIGHTS_NAME)
     check_finite(tensors, archive, WEIGHTS_NAME)
     model.load_state_dict(tensors)
+    model.snapshots = read_snapshots(archive, model)
     return model
 
 

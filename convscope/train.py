@@ -25,6 +25,7 @@ import numpy as np
 from convscope.checkpoint import TrainingState, data_checksum, load_checkpoint, save_checkpoint
 from convscope.checks import check_images, check_labels
 from convscope.optim import Adam, NonFiniteGradient
+from convscope.snapshots import Snapshots, checked_schedule
 
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
 GROWTH_LIMIT = 100  # a loss this many times the first one (or chance level, log(classes)) is divergence
@@ -203,6 +204,7 @@ class _Run:
     loss_limit: float = math.inf  # GROWTH_LIMIT times the first loss (or chance level), set at step 1
     good_weights: dict | None = None  # the weights before the last step whose loss was under the limit
     trial_weights: dict | None = None  # the weights before the current step
+    snapshots: object = None  # the convscope.snapshots.Snapshots being recorded, if any
 
     @property
     def batches(self) -> int:
@@ -225,6 +227,7 @@ def fit(
     resume=None,
     keep_best=None,
     early_stop=None,
+    snapshots=None,
 ):
     """Train `model` on images x (N, H, W, C) and class ids y (N,); returns a History.
 
@@ -239,6 +242,9 @@ def fit(
     with, `epochs` may grow. keep_best: 'val_accuracy', 'val_loss', 'accuracy' or 'loss': end with the
     weights of the best epoch. early_stop: stop when that metric (val_loss without keep_best) has not
     improved for this many epochs. Raises TrainingDiverged on a NaN or infinite loss or gradient.
+    snapshots: 'epoch' or a number of steps N: record the first conv layer's kernels and the first
+    training image's first-layer feature maps before training and then every epoch or every N steps,
+    into `model.snapshots` (saved with the model and in checkpoints; see convscope.snapshots).
     """
     x = model._prepare(x)
     if x.shape[0] == 0:
@@ -257,6 +263,7 @@ def fit(
         "keep_best": keep_best,
         "label_smoothing": model.label_smoothing,
         "seed": int(seed),
+        "snapshots": None if snapshots is None else checked_schedule(snapshots),
     }
     run = _Run(
         model=model,
@@ -281,6 +288,10 @@ def fit(
             print(f"resumed from {os.fspath(resume)}: {_position(state, run)}", flush=True)
     else:
         state = TrainingState(settings, np.random.default_rng(seed), History().history)
+        if snapshots is not None:
+            model.snapshots = Snapshots.start(model, settings["snapshots"], x[0])
+            model.snapshots.take(model, 0, 0.0)
+    run.snapshots = model.snapshots if snapshots is not None else None
     if model.optimizer is None:
         model.compile(Adam(1e-3))
     model.augmentation = augment.get_config() if hasattr(augment, "get_config") else None
@@ -319,6 +330,8 @@ def _train_epoch(run: _Run, state) -> None:
             running["correct"] += int((logits.argmax(axis=1) == run.y[idx]).sum())
             running["seen"] += len(idx)
             state.batch, state.step = b + 1, state.step + 1
+            if run.snapshots is not None:
+                run.snapshots.take(run.model, state.step, state.epoch + state.batch / run.batches)
             bar.set_postfix(
                 loss=f"{running['loss_sum'] / running['seen']:.4f}",
                 accuracy=f"{running['correct'] / running['seen']:.4f}",
@@ -438,6 +451,8 @@ def _end_epoch(run: _Run, state, history: History) -> None:
     history.record(**metrics)
     state.epoch, state.batch, state.order = state.epoch + 1, 0, None
     note = _track_best(run, state, metrics)
+    if run.snapshots is not None:
+        run.snapshots.take(run.model, state.step, state.epoch, epoch_done=True)
     if run.checkpoint is not None:
         _save(run, state)
     if run.verbose:

@@ -16,6 +16,15 @@ def demo_model(tmp_path_factory):
     return out / "model.convscope"
 
 
+def test_demo_report_shows_why_and_how_the_kernels_grew(demo_model):
+    import convscope
+
+    html = (demo_model.parent / "report.html").read_text()
+    for anchor in ("why", "classes", "health", "growth"):
+        assert f'<section id="{anchor}"' in html
+    assert len(convscope.load(demo_model).snapshots.steps) == 31  # before training, then every epoch
+
+
 def test_demo_prints_test_accuracy_and_saves(demo_model, capsys):
     assert demo_model.is_file()
     assert main(["evaluate", str(demo_model)]) == 0

@@ -72,6 +72,12 @@ def cmd_explain(args):
     from convscope.explain.story import explain_sections
 
     model = load_model(args.model)
+    if args.why:  # a wrong class or layer is reported before any work
+        from convscope.explain.attribution import resolve_layer, resolve_target
+
+        resolve_target(model, args.target)
+        if "gradcam" in (args.method or ("gradcam",)):
+            resolve_layer(model, args.layer)
     dataset = args.dataset or ("digits" if tuple(model.input_shape) == (8, 8, 1) else None)
     image, notes = _explain_image(args, model, dataset)
     patch_images = None
@@ -85,8 +91,66 @@ def cmd_explain(args):
     for note in notes:
         print(f"  {note}")
     sections = explain_sections(model, image, notes, patch_images)
+    if args.why:
+        labels = None if patch_images is None else source.labels[: len(patch_images)]
+        _add_why(args, model, image, sections, patch_images, labels)
     path = write_report(sections, args.out, REPORT_TITLE, report_lead(model))
     print(f"report: {path}")
+
+
+def _add_why(args, model, image, sections, sample_images, sample_labels):
+    """--why: attribution, activation maximisation, network health and snapshots; printed and reported."""
+    from convscope.explain.health import health_lines
+    from convscope.explain.maximize import Settings
+    from convscope.explain.why import add_why_sections
+
+    options = {"seed": args.seed}
+    for name, value in (("size", args.occlusion_size), ("stride", args.occlusion_stride)):
+        if value is not None:
+            options[name] = value
+    if args.smoothgrad_samples is not None:
+        options["samples"] = args.smoothgrad_samples
+    settings = Settings(steps=args.maximize_steps, seed=args.seed) if args.maximize_steps else None
+    result = add_why_sections(
+        sections,
+        model,
+        image,
+        methods=tuple(dict.fromkeys(args.method or ("gradient", "smoothgrad", "gradcam", "occlusion"))),
+        target=args.target,
+        layer=args.layer,
+        sample_images=sample_images,
+        sample_labels=sample_labels,
+        settings=settings,
+        attribution_options=options,
+    )
+    first = result["attributions"][0]
+    print(
+        f"why: predicted {model.class_names[first.predicted] if model.class_names else first.predicted}, "
+        f"explaining class {first.class_name} (probability {first.probability:.4f})"
+    )
+    for item in result["attributions"]:
+        where = f" on {item.layer}" if item.layer else ""
+        print(
+            f"  {item.method}{where}: {item.seconds * 1000:.1f} ms, peak at row {item.peak()[0]}, "
+            f"column {item.peak()[1]}"
+        )
+    for name, seconds in result["timings"].items():
+        if name.startswith("maximize") or name == "health":
+            print(f"  {name}: {seconds:.2f} s")
+    if result["health"] is None:
+        print("network health: skipped (give --dataset and --data-dir for a sample of images)")
+    else:
+        print("network health:")
+        for line in health_lines(result["health"]):
+            print(f"  {line}")
+        for layer in result["health"]:
+            if layer.warning:
+                print(f"warning: {layer.warning}")
+    snapshots = getattr(model, "snapshots", None)
+    if snapshots is not None:
+        print(
+            f"snapshots: {len(snapshots.steps)} of the first conv layer, epochs 0 to {snapshots.epochs[-1]:g}"
+        )
 
 
 def add_commands(commands):
@@ -158,4 +222,67 @@ def add_commands(commands):
     explain.add_argument(
         "--out", default="explain-output", help="folder for report.html and the PNGs (default %(default)s)"
     )
+    add_why_arguments(explain)
     explain.set_defaults(run=cmd_explain)
+
+
+def add_why_arguments(explain):
+    """`explain --why` and its options."""
+    from convscope.explain.attribution import METHODS
+
+    group = explain.add_argument_group("why (attribution, what kernels want to see, health)")
+    group.add_argument(
+        "--why",
+        action="store_true",
+        help="add which pixels decided (attribution maps), what each kernel and class wants to see "
+        "(activation maximisation), the network's health and, when recorded, how the kernels grew",
+    )
+    group.add_argument(
+        "--class",
+        dest="target",
+        metavar="NAME",
+        help="the class to explain, by name or index (default: the predicted one)",
+    )
+    group.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="Grad-CAM's layer (default: the last one with feature maps before the final pooling, the "
+        "last conv layer's rectified output)",
+    )
+    group.add_argument(
+        "--method",
+        action="append",
+        choices=METHODS,
+        help="an attribution method; repeat for several (default: all four)",
+    )
+    group.add_argument(
+        "--occlusion-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="side of the occluding patch (default: about an eighth of the image)",
+    )
+    group.add_argument(
+        "--occlusion-stride",
+        type=positive_int,
+        metavar="PIXELS",
+        help="step of the occluding patch (default: half its size)",
+    )
+    group.add_argument(
+        "--smoothgrad-samples",
+        type=positive_int,
+        metavar="N",
+        help="noisy copies averaged by SmoothGrad (default 50)",
+    )
+    group.add_argument(
+        "--maximize-steps",
+        type=non_negative_int,
+        default=128,
+        metavar="N",
+        help="gradient-ascent steps of activation maximisation (default %(default)s; 0: skip it)",
+    )
+    group.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds SmoothGrad's noise and activation maximisation (default %(default)s)",
+    )

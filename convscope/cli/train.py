@@ -30,6 +30,17 @@ DEMO_DIGIT_INDEX = 0
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
 
 
+def snapshot_schedule(text):
+    """--snapshots: 'epoch' or a whole number of steps >= 1."""
+    import argparse
+
+    if text == "epoch":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be 'epoch' or a whole number of steps >= 1, got {text!r}")
+
+
 def _make_optimizer(name, lr, weight_decay=0.0, nesterov=False):
     from convscope.optim import SGD, Adam
 
@@ -90,6 +101,7 @@ def cmd_demo(args):
         batch_size=32,
         seed=args.seed,
         validation_data=(test.images, test.labels),
+        snapshots="epoch",
     )
     print_accuracy(model, test, "test")
     path = os.path.join(args.out_dir, "model.convscope")
@@ -105,22 +117,24 @@ def _write_demo_report(model, history, train, test, out_dir):
     from convscope.explain.kernels import classic_kernel
     from convscope.explain.report import write_report
     from convscope.explain.story import evaluation_section, explain_sections, photo_section, training_section
+    from convscope.explain.why import add_why_sections
 
     index = DEMO_DIGIT_INDEX
     notes = [f"test image {index} of the bundled digits, true class {test.class_names[test.labels[index]]}"]
-    sections = (
-        [photo_section(sample_photo(), "vertical_line", classic_kernel("vertical_line"))]
-        + explain_sections(model, test.images[index], notes, patch_images=train.images)
-        + [
-            training_section(
-                history,
-                f"The test curves are the {len(test.labels)} test images, "
-                "measured after each epoch; they do not steer the training.",
-                held_out="test",
-            ),
-            evaluation_section(model, test.images, test.labels),
-        ]
+    sections = [photo_section(sample_photo(), "vertical_line", classic_kernel("vertical_line"))]
+    sections += explain_sections(model, test.images[index], notes, patch_images=train.images)
+    add_why_sections(
+        sections, model, test.images[index], sample_images=test.images, sample_labels=test.labels
     )
+    sections += [
+        training_section(
+            history,
+            f"The test curves are the {len(test.labels)} test images, "
+            "measured after each epoch; they do not steer the training.",
+            held_out="test",
+        ),
+        evaluation_section(model, test.images, test.labels),
+    ]
     path = write_report(sections, out_dir, REPORT_TITLE, report_lead(model))
     print(f"report: {path}")
 
@@ -201,7 +215,11 @@ def _reliability_options(args, train):
     if has_no_test_split(args):
         print(f"note: {args.data_dir} has no test split (no test_batch.bin): {NO_TEST_SPLIT_HINT}")
     options.update(
-        checkpoint=args.checkpoint, resume=args.resume, keep_best=args.keep_best, early_stop=args.early_stop
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        keep_best=args.keep_best,
+        early_stop=args.early_stop,
+        snapshots=args.snapshots,
     )
     return images, labels, options
 
@@ -371,6 +389,16 @@ def add_commands(commands):
         type=whole_number,
         default=0,
         help="seeds the weights, the batches, augmentation, dropout and --val-split (default %(default)s)",
+    )
+    train.add_argument(
+        "--snapshots",
+        type=snapshot_schedule,
+        nargs="?",
+        const="epoch",
+        metavar="N",
+        help="record the first conv layer's kernels and the first training image's first-layer feature maps "
+        "before training and after every epoch (no N) or every N steps, stored with the model (bounded: "
+        "thinned evenly beyond 64); `convscope explain --why` shows them as strips",
     )
     train.add_argument("--out", default="model.convscope", help="model file to write (default %(default)s)")
     train.add_argument(

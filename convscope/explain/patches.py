@@ -26,7 +26,9 @@ class TopPatches(NamedTuple):
 
 
 def layer_output(model, x: np.ndarray, layer_index: int) -> np.ndarray:
-    """Output of model.layers[layer_index] for a batch x (N, H, W, C), in inference mode."""
+    """Output of model.layers[layer_index] for a batch x (N, H, W, C) of raw images, in inference mode
+    (the model's standardisation applied first, as in every other pass)."""
+    x = model.standardize(x)
     for layer in model.layers[: layer_index + 1]:
         x = layer.forward(x)
     return x

@@ -75,6 +75,8 @@ figcaption { color: #666; font-size: 0.88em; }
 .kind-pool { border-color: #27ae60; }
 .kind-flatten { border-color: #16a085; } .kind-dense { border-color: #2980b9; }
 .kind-softmax { border-color: #d35400; } .kind-training, .kind-evaluation { border-color: #7f8c8d; }
+.kind-why { border-color: #f1c40f; } .kind-health { border-color: #2c3e50; }
+.kind-growth { border-color: #1abc9c; }
 """
 
 

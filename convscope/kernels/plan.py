@@ -10,10 +10,11 @@ fused kernel can run:
     anything else                             -> ReferenceStage (the layer's own reference op)
 
 With the 'numpy' backend every layer is a ReferenceStage. A stage has the layers' protocol,
-`forward(x, training, rng)` and `backward(dy, need_dx)` (filling its layers' `grads`), plus `layers`
-and `kernel` (what `describe` prints); Sequential runs its plan's stages instead of its layers. The
-fused stages compute what their layers' reference ops compute (tests/kernels compares them layer by
-layer).
+`forward(x, training, rng, record)` and `backward(dy, need_dx)` (filling its layers' `grads`), plus
+`layers` and `kernel` (what `describe` prints); `record=True` keeps what backward needs in inference
+mode too (batch norm with its running statistics), for attribution (convscope.explain.attribution).
+Sequential runs its plan's stages instead of its layers. The fused stages compute what their layers'
+reference ops compute (tests/kernels compares them layer by layer).
 """
 
 import threading
@@ -32,10 +33,12 @@ class ReferenceStage:
         self.layers = (layer,)
         self.activate = activate
 
-    def forward(self, x, training=False, rng=None):
+    def forward(self, x, training=False, rng=None, record=False):
         layer = self.layers[0]
         if not self.activate:
             return layer.forward(x, training=training, rng=rng, activate=False)
+        if record and not training:  # inference numbers, kept for a backward pass (attribution)
+            return layer.forward(x, training=False, rng=rng)
         return layer.forward(x, training=True, rng=rng) if training else layer.infer(x)
 
     def backward(self, dy, need_dx=True):
@@ -120,7 +123,9 @@ class ConvStage:
         out_h, out_w, c_out = conv.output_shape
         return sh, sw, top, left, out_h, out_w, c_out
 
-    def forward(self, x, training=False, rng=None):
+    def forward(self, x, training=False, rng=None, record=False):
+        """record: keep what backward needs in inference too (a conv computes the same either way)."""
+        training = training or record
         k = self.kernels
         weight = self.conv.params["weight"]
         kh, kw, c_in, c_out = weight.shape
@@ -262,7 +267,8 @@ class BatchNormStage:
         self.scratch = Scratch()
         self._cache = None
 
-    def forward(self, x, training=False, rng=None):
+    def forward(self, x, training=False, rng=None, record=False):
+        """record: in inference, keep what the inference-mode backward needs (attribution)."""
         from convscope.ops import BatchStatistics
 
         bn = self.norm
@@ -284,14 +290,38 @@ class BatchNormStage:
         scale = (weight * inv_std).astype(dtype)
         shift = (bias - mean * scale).astype(dtype)
         shape = (n, h // self.pool, w // self.pool, c)
-        y = self.scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
-        windows = self.scratch.array("windows", shape, training, np.uint8)
+        keep = training or record
+        y = self.scratch.array("y", shape, keep, dtype)  # read by the next stage (and its backward) only
+        windows = self.scratch.array("windows", shape, keep, np.uint8)
         self.epilogues.scale_shift_relu_pool(c, self.pool, dtype)(x, scale, shift, self.relu, y, windows)
         if training:
             self._cache = (x, mean, inv_std, windows)
+        elif record:
+            self._cache = (x, mean, inv_std, windows, scale)
         return y
 
+    def _inference_backward(self, dy):
+        """Backward of inference-mode batch norm (a fixed per-channel x * scale + shift) + ReLU +
+        pooling: dz from the window codes, then dx = dz * scale."""
+        x, mean, inv_std, windows, scale = self._cache
+        dtype = scale.dtype.type
+        c = x.shape[3]
+        dz = self.scratch.array("dx", x.shape, True, dtype)  # read by the stage before only
+        dbias = np.empty(c, dtype=dtype)
+        self.epilogues.unpool_relu_grad(c, self.pool, dtype)(
+            np.ascontiguousarray(dy, dtype=dtype), windows, dz, dbias
+        )
+        self.norm.grads["weight"] = (
+            ((x - mean) * inv_std * dz).sum(axis=(0, 1, 2), dtype=np.float64).astype(dtype)
+        )
+        self.norm.grads["bias"] = dbias
+        dz *= scale
+        self._cache = None
+        return dz
+
     def backward(self, dy, need_dx=True):
+        if len(self._cache) == 5:
+            return self._inference_backward(dy)
         x, mean, inv_std, windows = self._cache
         weight = self.norm.params["weight"]
         dtype = weight.dtype.type
@@ -320,7 +350,7 @@ class DenseStage:
         self.kernel = "matmul" + (" + bias" if self.dense.use_bias else "") + (" + ReLU" if relu else "")
         self._cache = None
 
-    def forward(self, x, training=False, rng=None):
+    def forward(self, x, training=False, rng=None, record=False):
         weight = self.dense.params["weight"]
         dtype = weight.dtype.type
         if x.ndim != 2 or x.shape[1] != weight.shape[0]:
@@ -331,7 +361,7 @@ class DenseStage:
             self.kernels.bias_relu(self.dense.units, dtype)(
                 y, _bias(self.dense, self.dense.units, dtype), self.relu
             )
-        if training:
+        if training or record:
             self._cache = (x, y)
         return y
 
@@ -371,12 +401,13 @@ class ResidualStage:
         self.scratch = Scratch()
         self._cache = None
 
-    def forward(self, x, training=False, rng=None):
+    def forward(self, x, training=False, rng=None, record=False):
+        """record: in inference, keep what backward needs (attribution), in both branches too."""
         outputs = {}
         for branch, stages in self.branches:
             h = x
             for stage in stages:
-                h = stage.forward(h, training=training, rng=rng)
+                h = stage.forward(h, training=training, rng=rng, record=record)
             outputs[branch] = h
         body, shortcut = outputs["body"], outputs["shortcut"]
         if body.shape != shortcut.shape:
@@ -385,7 +416,7 @@ class ResidualStage:
         y = self.scratch.array("y", body.shape, training, dtype)  # read by the next stage only
         k = self.kernels
         k.add_relu(k.flat(body), k.flat(np.asarray(shortcut, dtype=dtype)), self.relu, y.reshape(-1))
-        if training:
+        if training or record:
             self._cache = y
         return y
 

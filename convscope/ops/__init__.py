@@ -27,6 +27,7 @@ from convscope.ops.norm import (
     batchnorm2d,
     batchnorm2d_backward,
     batchnorm2d_forward,
+    batchnorm2d_inference_backward,
     combine_batch_statistics,
     update_running_statistics,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "batchnorm2d",
     "batchnorm2d_backward",
     "batchnorm2d_forward",
+    "batchnorm2d_inference_backward",
     "col2im",
     "combine_batch_statistics",
     "conv2d_backward",

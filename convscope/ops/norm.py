@@ -102,6 +102,18 @@ def batchnorm2d(x, running_mean, running_var, weight, bias, eps: float = 1e-5):
     return y
 
 
+def batchnorm2d_inference_backward(dy, x, running_mean, running_var, weight, eps: float = 1e-5):
+    """Backward of inference-mode batch normalisation, a fixed per-channel x * scale + shift:
+    dy, x: (N, H, W, C) -> dx: (N, H, W, C), dweight: (C,), dbias: (C,). Attribution uses it
+    (gradients of a trained model's output in eval mode, as torch's `model.eval()`)."""
+    inv_std = 1.0 / np.sqrt(running_var + eps)
+    rows, dy_rows = _channel_rows(x, "batchnorm2d"), _channel_rows(dy, "batchnorm2d")
+    dbias = _channel_sum(dy_rows)
+    dweight = _channel_sum(dy_rows * ((rows - running_mean) * inv_std))
+    dx = dy * (weight * inv_std).astype(dy.dtype, copy=False)
+    return dx, dweight.astype(dy.dtype, copy=False), dbias
+
+
 def combine_batch_statistics(shards) -> BatchStatistics:
     """The statistics of a batch from those of its disjoint shards (Chan et al.'s pairwise formula,
     in float64): count = sum n_i, mean = sum n_i mean_i / count,

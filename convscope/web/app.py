@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from convscope.web import designer, network, playground, training
+from convscope.web import designer, network, playground, training, why
 from convscope.web.datasets import discover_sources
 from convscope.web.encoding import colormap_tables
 from convscope.web.errors import install_error_handlers
@@ -55,7 +55,7 @@ def create_app(model_files=(), models_dir=None, data_dirs=()) -> FastAPI:
     app.state.closing = threading.Event()  # set when the server is asked to stop
     install_error_handlers(app)
     app.add_middleware(designer.ArchitectureBodyLimit)
-    for router in (network.router, playground.router, training.router, designer.router):
+    for router in (network.router, why.router, playground.router, training.router, designer.router):
         app.include_router(router)
 
     @app.get("/api/health", tags=["server"], summary="Is the server up")

@@ -4,6 +4,7 @@ import { refreshModels, setupNetwork } from "./network.js";
 import { setupPlayground } from "./playground.js";
 import { setupTraining } from "./training.js";
 import { setupDesigner, showDesigner } from "./designer.js";
+import { setupWhy } from "./why.js";
 
 function showView(name) {
   document.querySelectorAll(".view").forEach((view) => {
@@ -30,6 +31,7 @@ async function main() {
   }
   const first = (location.hash || "#network").slice(1);
   showView(["network", "playground", "training", "designer"].includes(first) ? first : "network");
+  setupWhy(); // listens before the network view announces its first model
   await Promise.all([setupNetwork(), setupPlayground(), setupTraining(), setupDesigner()]);
   document.body.dataset.ready = "true";
 }

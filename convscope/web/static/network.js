@@ -62,6 +62,7 @@ async function selectModel(name) {
   $("brush").value = m.input_shape[0] <= 12 ? 26 : 20; // strokes as thick as the training digits' after framing
   $("draw-unavailable").hidden = m.drawable;
   clearResult();
+  announce("model", { model: m });
   if (state.source) predict();
 }
 
@@ -155,8 +156,14 @@ function fillInside(card, inside) {
   }
 }
 
+// Other modules (why.js) follow the view through these events on `document`.
+function announce(name, detail = {}) {
+  document.dispatchEvent(new CustomEvent(`convscope:${name}`, { detail }));
+}
+
 function clearResult() {
   state.result = null;
+  announce("cleared");
   if (state.model && state.model.layers) buildLayerCards(state.model); // blank maps, no stale ones
   $("prediction").replaceChildren(el("p", { class: "hint", text: "Draw or upload an image." }));
   $("probabilities").replaceChildren();
@@ -246,6 +253,7 @@ async function predict() {
       fillLayers(result);
       showPrediction(result);
       $("timing").textContent = `answered in ${result.elapsed_ms} ms on the server`;
+      announce("prediction", { model: name, source: state.source, invert: $("invert-input").checked, result });
     }
   } catch (error) {
     // a rejected image leaves no prediction of an earlier one, and is not resent for another model
@@ -401,6 +409,7 @@ async function openMap(layer, channel) {
   }
   $("map-kernel").replaceChildren(el("p", { class: "hint", text: "loading the kernel ..." }));
   if (!dialog.open) dialog.showModal();
+  announce("map-opened", { model: state.model.name, layer, channel });
   try {
     const kernel = await api(
       `/api/models/${encodeURIComponent(state.model.name)}/layers/${layer.index}/kernel?channel=${channel}`,
