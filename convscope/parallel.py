@@ -77,11 +77,14 @@ class ShardedRunner:
             self._blas = ThreadpoolController()
         return self._blas.limit(limits=1, user_api="blas")
 
-    def _map(self, function, shards):
-        """[function(i, shard) for each shard], the first in the calling thread, the others in the pool."""
-        if len(shards) == 1:
+    def _map(self, function, shards, one_blas_thread=False):
+        """[function(i, shard) for each shard], the first in the calling thread, the others in the pool.
+        BLAS runs on one thread whenever there are several shards, or when `one_blas_thread`."""
+        if len(shards) == 1 and not one_blas_thread:
             return [function(0, shards[0])]
         with self._single_blas_thread():
+            if len(shards) == 1:
+                return [function(0, shards[0])]
             futures = [self.pool.submit(function, i, s) for i, s in enumerate(shards) if i > 0]
             first = function(0, shards[0])
             return [first] + [f.result() for f in futures]
@@ -115,9 +118,14 @@ class ShardedRunner:
         return loss, logits, grads
 
     def forward_logits(self, x):
-        """Inference-mode logits (N, K) of a batch."""
+        """Inference-mode logits (N, K) of a batch. BLAS keeps to one thread even for one shard: inference
+        runs a few images at a time (convscope.kernels.plan.infer), whose matrix products are too small
+        to gain from BLAS's threads, which then only wait for each other (and for any other busy
+        process)."""
         shards = shard_slices(x.shape[0], self.workers)
-        outputs = self._map(lambda index, part: self._replica(index).forward_logits(x[part]), shards)
+        outputs = self._map(
+            lambda index, part: self._replica(index).forward_logits(x[part]), shards, one_blas_thread=True
+        )
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def close(self):
