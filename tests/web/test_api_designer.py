@@ -45,7 +45,11 @@ def test_presets_are_the_library_models_and_check_gives_every_shape_and_rule(mak
     answer = client.get("/api/designer/presets", params={"dataset": "mnist"}).json()
     assert answer["input_shape"] == [28, 28, 1] and len(answer["class_names"]) == 10
     presets = {p["name"]: p for p in answer["presets"]}
-    assert list(presets) == ["seed", "small-vgg", "empty"] and presets["empty"]["layers"] == []
+    resnets = [f"resnet{depth}" for depth in convscope.models.RESNET_DEPTHS]
+    assert list(presets) == ["seed", "small-vgg", *resnets, "empty"] and presets["empty"]["layers"] == []
+    request = {"dataset": "mnist", "architecture": design(presets["resnet20"]["layers"])}
+    resnet = client.post("/api/designer/check", json=request).json()
+    assert resnet["valid"] and resnet["params"] == convscope.models.resnet(20, (28, 28, 1), 10).count_params()
     assert "4,000,000" in answer["limits_text"] and answer["limits"]["max_layers"] == designer.MAX_LAYERS
 
     for layers in (presets["seed"]["layers"], seed_layers()):
