@@ -1,7 +1,8 @@
 // Curves against epochs in side-by-side panels (loss, accuracy): the designer's live chart and the
 // compare view's overlay. A series is {points: [[epoch, value], ...], colour, dots, dashed}.
 
-function axes(context, box, yMax, label, xMax) {
+// The frame, the value ticks and the epoch ticks of one panel (the Training view draws with it too).
+export function axes(context, box, yMax, label, xMax) {
   const { left, top, width, height } = box;
   context.strokeStyle = "#999";
   context.lineWidth = 1;

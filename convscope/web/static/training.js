@@ -1,5 +1,6 @@
 // Training view: start a job on the server, follow it live (server-sent events), stop it, save the model.
 import { api, el, plural, postJSON, showError } from "./util.js";
+import { axes } from "./charts.js";
 import { refreshModels } from "./network.js";
 
 const $ = (id) => document.getElementById(id);
@@ -7,29 +8,6 @@ const EPOCHS_SHOWN = 5;
 const state = { source: null, start: null, steps: [], epochs: [], status: "idle" };
 
 // --- the chart: loss and accuracy against epochs, train (running mean of the epoch) and test ------------
-
-function axes(context, box, yMax, label, xMax) {
-  const { left, top, width, height } = box;
-  context.strokeStyle = "#999";
-  context.lineWidth = 1;
-  context.strokeRect(left, top, width, height);
-  context.fillStyle = "#333";
-  context.font = "12px system-ui, sans-serif";
-  context.fillText(label, left, top - 6);
-  context.textAlign = "right";
-  for (const fraction of [0, 0.5, 1]) {
-    const y = top + height - fraction * height;
-    context.fillText((yMax * fraction).toFixed(2), left - 4, y + 4);
-  }
-  context.textAlign = "center";
-  const ticks = Math.min(xMax, 10);
-  for (let i = 0; i <= ticks; i++) {
-    const epoch = (xMax * i) / ticks;
-    context.fillText(Number(epoch.toFixed(1)).toString(), left + (epoch / xMax) * width, top + height + 14);
-  }
-  context.fillText("epoch", left + width / 2, top + height + 28);
-  context.textAlign = "left";
-}
 
 function line(context, box, points, yMax, xMax, colour, dots) {
   const { left, top, width, height } = box;
