@@ -258,17 +258,16 @@ def build(folder: Path | None = None, cases=CATALOGUE, log=print) -> Path:
         cc.compile()
         built = Path(work) / cc.output_file
         os.replace(built, folder / built.name)
+    seconds = round(time.perf_counter() - start, 1)
     manifest = {
         "format": FORMAT,
         "platform": _platform(),
         "module": module,
         "file": built.name,
-        "built_with": {"numba": sys.modules["numba"].__version__, "seconds": None},
+        "built_with": {"numba": sys.modules["numba"].__version__, "seconds": seconds},
         "kernels": entries,
     }
-    manifest["built_with"]["seconds"] = round(time.perf_counter() - start, 1)
     _replace_manifest(folder, manifest)
-    seconds = manifest["built_with"]["seconds"]
     log(f"kernel library: {folder / built.name} ({len(entries)} kernels, {seconds} s)")
     return folder / MANIFEST
 

@@ -26,8 +26,8 @@ import numpy as np
 
 OPTIONS = {"cache": True, "nogil": True, "fastmath": {"contract"}, "error_model": "numpy"}
 
-_NUMBA_TYPES = {np.dtype(name): name for name in ("float32", "float64", "int64", "int32", "uint8", "bool")}
-_NUMBA_TYPES[np.dtype("bool")] = "boolean"
+_NUMBA_TYPES = {np.dtype(name): name for name in ("float32", "float64", "int64", "int32", "uint8")}
+_NUMBA_TYPES[np.dtype(bool)] = "boolean"  # numpy's name for it is 'bool'
 _SCALAR_TYPES = {bool: "boolean", int: "int64", float: "float64"}
 
 
