@@ -90,7 +90,7 @@ def _is_int(value, low: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _config_problem(config: dict):
+def config_problem(config: dict):
     """What is structurally wrong with a parsed config (format already checked), or None."""
     shape = config.get("input_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(d, 1) for d in shape)):
@@ -124,7 +124,7 @@ def _checked_config(archive: ArchiveReader) -> dict:
             f"format version {short(repr(version), 40)} is not supported "
             f"(this convscope reads version {FORMAT_VERSION})"
         )
-    problem = _config_problem(config)
+    problem = config_problem(config)
     if problem:
         raise archive.fail(f"the architecture in {CONFIG_NAME} is invalid: {problem}")
     return config
@@ -133,7 +133,7 @@ def _checked_config(archive: ArchiveReader) -> dict:
 # a trial build that cannot allocate more than the weights file holds
 
 
-class _TooManyValues(Exception):
+class TooManyValues(Exception):
     pass
 
 
@@ -150,8 +150,8 @@ def _draw_count(method: str, args, kwargs) -> int:
     return int(size)
 
 
-class _DrawLimit:
-    """Stands in for a numpy Generator in a trial build: draws as one does, but raises _TooManyValues
+class DrawLimit:
+    """Stands in for a numpy Generator in a trial build: draws as one does, but raises TooManyValues
     before drawing more than `left` values in all."""
 
     def __init__(self, left: int):
@@ -166,19 +166,19 @@ class _DrawLimit:
         def draw(*args, **kwargs):
             count = _draw_count(name, args, kwargs)
             if count > self.left:
-                raise _TooManyValues(count)
+                raise TooManyValues(count)
             self.left -= count
             return attribute(*args, **kwargs)
 
         return draw
 
 
-def _layer_values(layer) -> int:
+def layer_values(layer) -> int:
     """The most values `layer` holds for one image: its output, its padded input, its im2col columns
     (for a residual block: the most any of its layers holds)."""
     largest = math.prod(layer.output_shape)
     for _, inner in getattr(layer, "named_layers", list)():
-        largest = max(largest, _layer_values(inner))
+        largest = max(largest, layer_values(inner))
     padding, shape = getattr(layer, "padding", None), layer.input_shape
     if isinstance(padding, tuple) and len(padding) == 2 and shape is not None and len(shape) == 3:
         (top, bottom), (left, right) = padding
@@ -192,18 +192,18 @@ def _layer_values(layer) -> int:
 
 
 def _trial_build(config: dict, budget: int, archive: ArchiveReader) -> None:
-    """Build every layer once with a _DrawLimit of `budget` values and check its sizes: a config that
+    """Build every layer once with a DrawLimit of `budget` values and check its sizes: a config that
     asks for more parameters than the weights file holds, or for huge activations, fails here, cheaply."""
     from convscope.layers import layer_from_config
 
-    rng = _DrawLimit(budget)
+    rng = DrawLimit(budget)
     shape = tuple(config["input_shape"])
     for index, entry in enumerate(config["layers"]):
         try:
             layer = layer_from_config(entry)
             shape = layer.build(shape, rng)
-            values = _layer_values(layer)
-        except _TooManyValues:
+            values = layer_values(layer)
+        except TooManyValues:
             raise archive.fail(
                 f"the architecture in {CONFIG_NAME} needs far more parameters (from layer {index} on) than "
                 f"the {budget - TRIAL_SLACK_VALUES:,} values in {WEIGHTS_NAME}"

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 from convscope.explain.convolve import size_rule_text
 from convscope.model_file import (
     MAX_CONFIG_BYTES,
-    _config_problem,
-    _DrawLimit,
-    _layer_values,
-    _TooManyValues,
+    DrawLimit,
+    TooManyValues,
+    config_problem,
+    layer_values,
 )
 from convscope.web.errors import WebError
 
@@ -126,7 +126,7 @@ def check_design(layers, input_shape, num_classes: int) -> DesignCheck:
     from convscope.layers import layer_from_config
 
     check = DesignCheck()
-    problem = _config_problem({"input_shape": list(input_shape), "layers": layers})
+    problem = config_problem({"input_shape": list(input_shape), "layers": layers})
     if isinstance(layers, list) and not layers:
         check.fail("the network has no layers: add some, or start from a preset")
         return check
@@ -135,7 +135,7 @@ def check_design(layers, input_shape, num_classes: int) -> DesignCheck:
     if problem is not None:
         check.fail(f"the architecture is invalid: {problem}")
         return check
-    rng = _DrawLimit(MAX_PARAMS)
+    rng = DrawLimit(MAX_PARAMS)
     shape = tuple(input_shape)
     names = _layer_names(layers)
     for index, entry in enumerate(layers):
@@ -152,7 +152,7 @@ def check_design(layers, input_shape, num_classes: int) -> DesignCheck:
             continue  # the input of this layer is unknown: an earlier row failed
         try:
             shape = layer.build(shape, rng)
-        except _TooManyValues:
+        except TooManyValues:
             row["error"] = (
                 f"{type(layer).__name__} brings the network over {MAX_PARAMS:,} parameters, the designer's "
                 "limit: use fewer filters or units, or shrink the block before it"
@@ -178,7 +178,7 @@ def _fill_row(check: DesignCheck, row: dict, layer) -> None:
     check.params += row["params"]
     check.trainable += layer.count_params(trainable=True)
     check.image_values += math.prod(layer.output_shape)
-    values = _layer_values(layer)
+    values = layer_values(layer)
     if values > MAX_LAYER_VALUES:
         row["error"] = (
             f"this layer would hold {values:,} values for one image, over the designer's limit of "
