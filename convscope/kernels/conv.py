@@ -15,8 +15,6 @@ Each kernel is built for fixed channel counts (`lru_cache`d factories below): wi
 length known when compiling, LLVM keeps the accumulators in vector registers. See compile.py.
 """
 
-
-
 import numpy as np
 
 from convscope.kernels.compile import factory, jit
@@ -143,8 +141,56 @@ def unpool_relu_grad(C: int, pool: int, dtype=np.float32):
     return unpool_relu_grad_kernel
 
 
+UNROLLED_TAPS = 9  # kernel taps x input channels up to which direct_conv_pool unrolls the taps
+
+
 @factory
 def direct_conv_pool(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=np.float32):
+    """The direct convolution kernel for these sizes: with 2x2 pooling and at most UNROLLED_TAPS taps
+    (a 3x3 kernel on one channel), one that keeps its four accumulators in registers."""
+    if pool == 2 and C_in * kh * kw <= UNROLLED_TAPS:
+        return _direct_conv_pool2_unrolled(C_in, C_out, kh, kw)
+    return _direct_conv_pool_any(C_in, C_out, kh, kw, pool, dtype)
+
+
+def _direct_conv_pool2_unrolled(C_in: int, C_out: int, kh: int, kw: int):
+
+    @jit
+    def direct_conv_pool2_unrolled_kernel(xp, weight, bias, sh, sw, relu, y, windows):
+        """direct_conv_pool with 2x2 pooling, the taps' loops short enough for LLVM to unroll them:
+        each output channel's four window sums are then scalars (registers), and the loop over output
+        channels runs on vectors. Same arguments and results as the general kernel below."""
+        n = xp.shape[0]
+        _, out_h, out_w, _ = y.shape
+        for b in range(n):
+            for i in range(out_h):
+                for j in range(out_w):
+                    r, c = 2 * i * sh, 2 * j * sw
+                    for co in range(C_out):
+                        s0 = s1 = s2 = s3 = bias[co]  # window positions 0..3, row-major
+                        for di in range(kh):
+                            for dj in range(kw):
+                                for ci in range(C_in):
+                                    w = weight[di, dj, ci, co]
+                                    s0 += xp[b, r + di, c + dj, ci] * w
+                                    s1 += xp[b, r + di, c + sw + dj, ci] * w
+                                    s2 += xp[b, r + sh + di, c + dj, ci] * w
+                                    s3 += xp[b, r + sh + di, c + sw + dj, ci] * w
+                        best, arg = s0, 0
+                        if s1 > best:
+                            best, arg = s1, 1
+                        if s2 > best:
+                            best, arg = s2, 2
+                        if s3 > best:
+                            best, arg = s3, 3
+                        on = best > 0.0 or not relu
+                        y[b, i, j, co] = best if on else 0.0
+                        windows[b, i, j, co] = arg if on else INACTIVE
+
+    return direct_conv_pool2_unrolled_kernel
+
+
+def _direct_conv_pool_any(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype):
     T = dtype
     P = pool * pool
 

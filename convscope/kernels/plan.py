@@ -96,6 +96,9 @@ class Scratch:
 CHUNK_BYTES = 1 << 20
 
 
+WINOGRAD_CHUNK_BYTES = 4 << 20  # transformed tiles and their products, per chunk of images in inference
+
+
 def _chunk_images(column_bytes_per_image: int) -> int:
     return max(1, CHUNK_BYTES // column_bytes_per_image)
 
@@ -116,8 +119,26 @@ class ConvStage:
         self.kernel = "direct conv" if direct else "im2col + matmul"
         self.kernel += (" + bias" if self.conv.use_bias else "") + (" + ReLU" if relu else "")
         self.kernel += " + 2x2 max pool" if pool == 2 else ""
+        self.winograd = self._winograd_tiles()
+        if self.winograd is not None:
+            self.kernel += " (inference: Winograd F(2x2, 3x3))"
         self.scratch = Scratch()
         self._cache = None
+
+    def _winograd_tiles(self):
+        """(tile rows, tile columns) when inference can run Winograd F(2x2, 3x3): a 3x3 stride-1 conv
+        on the im2col path (convscope.kernels.winograd), else None."""
+        conv = self.conv
+        if (
+            self.direct
+            or tuple(conv.params["weight"].shape[:2]) != (3, 3)
+            or _stride_pair(conv.stride) != (1, 1)
+        ):
+            return None
+        from convscope.kernels.winograd import tile_grid
+
+        out_h, out_w, _ = conv.output_shape
+        return tile_grid(out_h, out_w, self.pool)
 
     def _geometry(self):
         conv = self.conv
@@ -140,6 +161,8 @@ class ConvStage:
         shape = (n, out_h // self.pool, out_w // self.pool, c_out)
         scratch = self.scratch
         y = scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
+        if self.winograd is not None and not training:
+            return self._winograd_forward(x, bias, y)
         if self.direct:
             xp = scratch.padded(x, self.conv.padding, training)
             windows = scratch.array("windows", shape, training, np.uint8)
@@ -176,6 +199,39 @@ class ConvStage:
                 epilogue(block, ones, bias, self.relu, y[start:stop], windows[start:stop])
         if training:
             self._cache = (x, y if self.pool == 1 else windows)
+        return y
+
+    def _winograd_forward(self, x, bias, y):
+        """Inference through Winograd F(2x2, 3x3), WINOGRAD_CHUNK_BYTES of transformed tiles at a time."""
+        from convscope.kernels import winograd
+
+        weight = self.conv.params["weight"]
+        _, _, c_in, c_out = weight.shape
+        dtype = weight.dtype.type
+        tiles_h, tiles_w = self.winograd
+        per_image = tiles_h * tiles_w
+        scratch = self.scratch
+        u = scratch.array("winograd_kernels", (winograd.POSITIONS, c_in, c_out), False, dtype)
+        winograd.transform_kernels(c_in, c_out, dtype)(weight, u)
+        xp = scratch.padded(x, self.conv.padding, False)
+        n = x.shape[0]
+        most = max(
+            1, WINOGRAD_CHUNK_BYTES // (per_image * winograd.POSITIONS * (c_in + c_out) * weight.itemsize)
+        )
+        per = -(-n // -(-n // most))  # chunks of equal size: no small last product
+        size = winograd.POSITIONS * per * per_image  # flat: each chunk's arrays are contiguous
+        v_flat = scratch.array("winograd_tiles", (size * c_in,), False, dtype)
+        m_flat = scratch.array("winograd_products", (size * c_out,), False, dtype)
+        transform_tiles = winograd.transform_tiles(c_in, dtype)
+        transform_outputs = winograd.transform_outputs(c_out, self.pool, dtype)
+        for start in range(0, n, per):
+            stop = min(n, start + per)
+            count = (stop - start) * per_image
+            v = v_flat[: winograd.POSITIONS * count * c_in].reshape(winograd.POSITIONS, count, c_in)
+            m = m_flat[: winograd.POSITIONS * count * c_out].reshape(winograd.POSITIONS, count, c_out)
+            transform_tiles(xp[start:stop], tiles_h, tiles_w, v)
+            np.matmul(v, u, out=m)
+            transform_outputs(m, bias, self.relu, tiles_h, tiles_w, y[start:stop])
         return y
 
     def backward(self, dy, need_dx=True):

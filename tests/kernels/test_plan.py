@@ -16,6 +16,9 @@ from convscope.optim import SGD, Adam
 pytest.importorskip("numba")
 
 
+WINOGRAD = " (inference: Winograd F(2x2, 3x3))"  # 3x3 stride-1 convs on the im2col path
+
+
 def kernel_names(model):
     return [(tuple(layer.name for layer in stage.layers), stage.kernel) for stage in model.plan()]
 
@@ -25,7 +28,10 @@ def test_seed_cnn_plan_fuses_conv_relu_pool_and_dense_relu():
         model = seed_cnn((28, 28, 1), 10)
         assert kernel_names(model) == [
             (("conv2d", "relu", "maxpool2d"), "direct conv + bias + ReLU + 2x2 max pool"),
-            (("conv2d_1", "relu_1", "maxpool2d_1"), "im2col + matmul + bias + ReLU + 2x2 max pool"),
+            (
+                ("conv2d_1", "relu_1", "maxpool2d_1"),
+                "im2col + matmul + bias + ReLU + 2x2 max pool" + WINOGRAD,
+            ),
             (("flatten",), "reference"),
             (("dense", "relu_2"), "matmul + bias + ReLU"),
             (("dense_1",), "matmul + bias"),  # logits: the softmax is the loss's
@@ -41,7 +47,7 @@ def test_small_vgg_plan_fuses_batch_norm_relu_pool():
     assert names[:4] == [
         (("conv2d",), "direct conv"),
         (("batchnorm2d", "relu"), "batch norm + ReLU"),
-        (("conv2d_1",), "im2col + matmul"),
+        (("conv2d_1",), "im2col + matmul" + WINOGRAD),
         (("batchnorm2d_1", "relu_1", "maxpool2d"), "batch norm + ReLU + 2x2 max pool"),
     ]
     assert names[-3:] == [
