@@ -4,7 +4,9 @@
 fused kernel can run:
 
     Conv2D [+ ReLU] [+ MaxPool2D 2x2/2]       -> ConvStage    (direct loops for C_in <= 4,
-                                                              else im2col + BLAS matmul)
+                                                              else im2col + BLAS matmul; in
+                                                              inference, 3x3 stride-1 convs by
+                                                              Winograd F(2x2, 3x3))
     BatchNorm2D [+ ReLU] [+ MaxPool2D 2x2/2]  -> BatchNormStage
     Dense [+ ReLU]                            -> DenseStage   (BLAS matmul + fused bias/ReLU)
     anything else                             -> ReferenceStage (the layer's own reference op)
@@ -96,7 +98,10 @@ class Scratch:
 CHUNK_BYTES = 1 << 20
 
 
-WINOGRAD_CHUNK_BYTES = 4 << 20  # transformed tiles and their products, per chunk of images in inference
+# Inference's Winograd path transforms as many images at a time as fill ~4 MB of tiles and products:
+# measured against 1, 2 and 8 MB on the 2-core machine, the fastest or within noise of it for the seed
+# CNN's second layer and for ResNet-20's three stages (the 16 products get too small for BLAS below).
+WINOGRAD_CHUNK_BYTES = 4 << 20
 
 
 def _chunk_images(column_bytes_per_image: int) -> int:
