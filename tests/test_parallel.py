@@ -50,3 +50,42 @@ def test_dropout_shards_draw_from_the_fit_generator():
     again = runner.loss_and_gradients(x, y, rng=np.random.default_rng(3))[1]
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first[:32], first[32:])  # the two shards got different masks
+
+
+def test_an_error_in_a_helper_thread_reaches_the_caller_and_the_runner_goes_on():
+    from convscope.parallel import ShardedRunner
+
+    runner = ShardedRunner(seed_cnn((12, 12, 3), 10), workers=2)
+
+    def fail_in_second_shard(index, shard):
+        if index == 1:
+            raise RuntimeError(f"shard {index} failed")
+        return shard
+
+    with pytest.raises(RuntimeError, match="shard 1 failed"):
+        runner._map(fail_in_second_shard, [slice(0, 16), slice(16, 32)])
+    assert runner._map(lambda i, s: (i, s.start), [slice(0, 16), slice(16, 32)]) == [(0, 0), (1, 16)]
+    runner.close()
+
+
+def test_concurrent_predictions_on_one_model_agree_with_one_at_a_time():
+    """Batches from several threads share the runner's pool thread: each gets its own numbers."""
+    import threading
+
+    model = seed_cnn((12, 12, 3), 10)
+    model.workers = 2
+    images = [batch(64, seed=s)[0] for s in range(6)]
+    expected = [model.predict_proba(x) for x in images]
+    results = [None] * len(images)
+
+    def predict(i):
+        for _ in range(5):
+            results[i] = model.predict_proba(images[i])
+
+    threads = [threading.Thread(target=predict, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
