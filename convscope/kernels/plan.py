@@ -91,6 +91,15 @@ class Scratch:
         xp[:, top : top + h, left : left + w] = x
         return xp
 
+    def flat(self, name, size: int, training: bool, dtype=np.float32):
+        """A 1-D array of `size` values (uninitialised): a view into a buffer that only grows, so that
+        stages of different sizes can share one (see ConvStage's `shared`)."""
+        arrays = self._training if training else vars(self._inference).setdefault("arrays", {})
+        buffer = arrays.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = arrays[name] = np.empty(max(size, 0 if buffer is None else buffer.size), dtype)
+        return buffer[:size]
+
 
 # The im2col path works on as many images at a time as fill ~1 MB of columns: measured against 512 KB
 # and 2 MB on the 2-core machine, 6-20% faster than 512 KB for the seed CNN's and small_vgg's training
@@ -114,7 +123,9 @@ class ConvStage:
     Kernels are looked up (compiled once, then cached) for the layer's channel counts, kernel size and
     dtype at each call, so a model whose parameters change dtype (float64 gradient checks) follows."""
 
-    def __init__(self, layers, relu: bool, pool: int, direct: bool):
+    def __init__(self, layers, relu: bool, pool: int, direct: bool, shared=None):
+        """shared: a Scratch for the work arrays that the conv stages of one plan, which run one after
+        another, can share (Winograd's tiles and products); default: the stage's own."""
         from convscope.kernels import conv
 
         self.kernels = conv
@@ -128,6 +139,7 @@ class ConvStage:
         if self.winograd is not None:
             self.kernel += " (inference: Winograd F(2x2, 3x3))"
         self.scratch = Scratch()
+        self.shared = shared if shared is not None else self.scratch
         self._cache = None
 
     def _winograd_tiles(self):
@@ -225,8 +237,8 @@ class ConvStage:
         )
         per = -(-n // -(-n // most))  # chunks of equal size: no small last product
         size = winograd.POSITIONS * per * per_image  # flat: each chunk's arrays are contiguous
-        v_flat = scratch.array("winograd_tiles", (size * c_in,), False, dtype)
-        m_flat = scratch.array("winograd_products", (size * c_out,), False, dtype)
+        v_flat = self.shared.flat("winograd_tiles", size * c_in, False, dtype)
+        m_flat = self.shared.flat("winograd_products", size * c_out, False, dtype)
         transform_tiles = winograd.transform_tiles(c_in, dtype)
         transform_outputs = winograd.transform_outputs(c_out, self.pool, dtype)
         for start in range(0, n, per):
@@ -450,7 +462,7 @@ class ResidualStage:
     own (fused stages where their layers allow), then one kernel adds the two and applies the block's
     ReLU; the backward sends that gradient through both branches and adds what reaches the input."""
 
-    def __init__(self, block, backend: str):
+    def __init__(self, block, backend: str, shared=None):
         from convscope.kernels import residual
 
         self.kernels = residual
@@ -458,8 +470,8 @@ class ResidualStage:
         self.block = block
         self.relu = block.relu
         self.branches = (
-            ("body", build_plan(block.body, backend)),
-            ("shortcut", build_plan(block.shortcut, backend)),
+            ("body", build_plan(block.body, backend, shared=shared)),
+            ("shortcut", build_plan(block.shortcut, backend, shared=shared)),
         )
         self.kernel = "residual block: body + shortcut, then add" + (" + ReLU" if self.relu else "")
         self.scratch = Scratch()
@@ -535,9 +547,11 @@ def _absorb(layers, start: int, activation, pooling=True):
     return relu, pool, i
 
 
-def build_plan(layers, backend: str, logits_only: bool = False) -> list:
+def build_plan(layers, backend: str, logits_only: bool = False, shared=None) -> list:
     """Stages covering `layers` in order. logits_only: the last layer's own softmax activation is
-    skipped (training and inference read its logits)."""
+    skipped (training and inference read its logits). The conv stages share one Scratch (`shared`,
+    made here unless given) for the work arrays they only need while they run."""
+    shared = shared if shared is not None else Scratch()
     stages = []
     i = 0
     while i < len(layers):
@@ -549,11 +563,11 @@ def build_plan(layers, backend: str, logits_only: bool = False) -> list:
         fused = backend == "numba" and activation in (None, "relu")
         if backend == "numba" and _is(layer, "Residual"):
             end = i + 1
-            stages.append(ResidualStage(layer, backend))
+            stages.append(ResidualStage(layer, backend, shared))
         elif fused and _is(layer, "Conv2D") and _plain_conv(layer):
             relu, pool, end = _absorb(layers, i, activation)
             direct = layer.input_shape[2] <= DIRECT_MAX_CHANNELS
-            stages.append(ConvStage(layers[i:end], relu, pool, direct))
+            stages.append(ConvStage(layers[i:end], relu, pool, direct, shared))
         elif fused and _is(layer, "BatchNorm2D"):
             relu, pool, end = _absorb(layers, i, None)
             stages.append(BatchNormStage(layers[i:end], relu, pool))

@@ -104,3 +104,25 @@ def test_training_and_recorded_inference_stay_on_im2col():
     stage.forward(x, record=True)
     assert stage._cache is not None  # what backward needs was kept
     assert "winograd_tiles" not in stage.scratch._training
+
+
+def test_the_conv_stages_of_a_plan_share_one_set_of_winograd_arrays():
+    """Stages run one after another: one buffer for the tiles and products, sized for the largest."""
+    from convscope import kernels
+    from convscope.models import resnet
+
+    with kernels.using("numba"):
+        model = resnet(8, input_shape=(8, 8, 3))
+        stages, pending = [], list(model.plan())
+        while pending:
+            stage = pending.pop()
+            stages.append(stage)
+            pending += [s for _, branch in getattr(stage, "branches", ()) for s in branch]
+        convs = [s for s in stages if isinstance(s, ConvStage) and s.winograd is not None]
+        assert len(convs) >= 4 and len({id(s.shared) for s in convs}) == 1
+        x = np.random.default_rng(6).random((3, 8, 8, 3), dtype=np.float32)
+        expected = model.predict_proba(x)
+        with kernels.using("numpy"):
+            reference = resnet(8, input_shape=(8, 8, 3))
+            reference.load_state_dict(model.state_dict())
+            np.testing.assert_allclose(expected, reference.predict_proba(x), rtol=1e-5, atol=1e-6)
