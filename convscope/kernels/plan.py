@@ -71,10 +71,13 @@ class Scratch:
         self._training = {}
         self._inference = threading.local()
 
+    def _arrays(self, training: bool) -> dict:
+        return self._training if training else vars(self._inference).setdefault("arrays", {})
+
     def array(self, name, shape, training: bool, dtype=np.float32, zeros=False):
         """An array of `shape` (uninitialised unless `zeros`; a reused one keeps what the last use
         wrote, so `zeros` only promises zeros where no one writes)."""
-        arrays = self._training if training else vars(self._inference).setdefault("arrays", {})
+        arrays = self._arrays(training)
         array = arrays.get(name)
         if array is None or array.shape != tuple(shape) or array.dtype != dtype:
             array = arrays[name] = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
@@ -94,7 +97,7 @@ class Scratch:
     def flat(self, name, size: int, training: bool, dtype=np.float32):
         """A 1-D array of `size` values (uninitialised): a view into a buffer that only grows, so that
         stages of different sizes can share one (see ConvStage's `shared`)."""
-        arrays = self._training if training else vars(self._inference).setdefault("arrays", {})
+        arrays = self._arrays(training)
         buffer = arrays.get(name)
         if buffer is None or buffer.size < size or buffer.dtype != dtype:
             buffer = arrays[name] = np.empty(max(size, 0 if buffer is None else buffer.size), dtype)
