@@ -4,9 +4,10 @@
 fused kernel can run:
 
     Conv2D [+ ReLU] [+ MaxPool2D 2x2/2]       -> ConvStage    (direct loops for C_in <= 4,
-                                                              else im2col + BLAS matmul; in
-                                                              inference, 3x3 stride-1 convs by
-                                                              Winograd F(2x2, 3x3))
+                                                              else im2col + BLAS matmul; 3x3
+                                                              stride-1 convs by Winograd
+                                                              F(2x2, 3x3): without pooling in
+                                                              training too, pooled in inference)
     BatchNorm2D [+ ReLU] [+ MaxPool2D 2x2/2]  -> BatchNormStage
     Dense [+ ReLU]                            -> DenseStage   (BLAS matmul + fused bias/ReLU)
     anything else                             -> ReferenceStage (the layer's own reference op)
@@ -139,7 +140,12 @@ class ConvStage:
         self.kernel += (" + bias" if self.conv.use_bias else "") + (" + ReLU" if relu else "")
         self.kernel += " + 2x2 max pool" if pool == 2 else ""
         self.winograd = self._winograd_tiles()
-        if self.winograd is not None:
+        # Training runs Winograd too without pooling; pooled training keeps im2col, whose
+        # window codes come from the same sums as the reference's (first maximum on ties).
+        self.winograd_training = self.winograd is not None and pool == 1
+        if self.winograd_training:
+            self.kernel = self.kernel.replace("im2col + matmul", "Winograd F(2x2, 3x3) + matmul")
+        elif self.winograd is not None:
             self.kernel += " (inference: Winograd F(2x2, 3x3))"
         self.scratch = Scratch()
         self.shared = shared if shared is not None else self.scratch
@@ -181,8 +187,8 @@ class ConvStage:
         shape = (n, out_h // self.pool, out_w // self.pool, c_out)
         scratch = self.scratch
         y = scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
-        if self.winograd is not None and not training:
-            return self._winograd_forward(x, bias, y)
+        if self.winograd_training or (self.winograd is not None and not training):
+            return self._winograd_forward(x, bias, y, training)
         if self.direct:
             xp = scratch.padded(x, self.conv.padding, training)
             windows = scratch.array("windows", shape, training, np.uint8)
@@ -221,38 +227,110 @@ class ConvStage:
             self._cache = (x, y if self.pool == 1 else windows)
         return y
 
-    def _winograd_forward(self, x, bias, y):
-        """Inference through Winograd F(2x2, 3x3), WINOGRAD_CHUNK_BYTES of transformed tiles at a time."""
+    def _winograd_chunks(self, n: int):
+        """(images per chunk, tiles per image) for the Winograd path: chunks of equal size holding at
+        most WINOGRAD_CHUNK_BYTES of transformed tiles and products (no small last product)."""
+        from convscope.kernels.winograd import POSITIONS
+
+        weight = self.conv.params["weight"]
+        _, _, c_in, c_out = weight.shape
+        per_image = self.winograd[0] * self.winograd[1]
+        most = max(1, WINOGRAD_CHUNK_BYTES // (per_image * POSITIONS * (c_in + c_out) * weight.itemsize))
+        return -(-n // -(-n // most)), per_image
+
+    def _winograd_arrays(self, count: int, channels: dict, training: bool, dtype) -> dict:
+        """Views (16, count, C) of the shared flat buffers, by name: each chunk's arrays contiguous."""
+        from convscope.kernels.winograd import POSITIONS
+
+        return {
+            name: self.shared.flat(name, POSITIONS * count * c, training, dtype).reshape(POSITIONS, count, c)
+            for name, c in channels.items()
+        }
+
+    def _winograd_forward(self, x, bias, y, training=False):
+        """Through Winograd F(2x2, 3x3), a chunk of images at a time (_winograd_chunks)."""
         from convscope.kernels import winograd
 
         weight = self.conv.params["weight"]
         _, _, c_in, c_out = weight.shape
         dtype = weight.dtype.type
         tiles_h, tiles_w = self.winograd
-        per_image = tiles_h * tiles_w
         scratch = self.scratch
-        u = scratch.array("winograd_kernels", (winograd.POSITIONS, c_in, c_out), False, dtype)
+        u = scratch.array("winograd_kernels", (winograd.POSITIONS, c_in, c_out), training, dtype)
         winograd.transform_kernels(c_in, c_out, dtype)(weight, u)
-        xp = scratch.padded(x, self.conv.padding, False)
+        xp = scratch.padded(x, self.conv.padding, training)
         n = x.shape[0]
-        most = max(
-            1, WINOGRAD_CHUNK_BYTES // (per_image * winograd.POSITIONS * (c_in + c_out) * weight.itemsize)
-        )
-        per = -(-n // -(-n // most))  # chunks of equal size: no small last product
-        size = winograd.POSITIONS * per * per_image  # flat: each chunk's arrays are contiguous
-        v_flat = self.shared.flat("winograd_tiles", size * c_in, False, dtype)
-        m_flat = self.shared.flat("winograd_products", size * c_out, False, dtype)
+        per, per_image = self._winograd_chunks(n)
         transform_tiles = winograd.transform_tiles(c_in, dtype)
         transform_outputs = winograd.transform_outputs(c_out, self.pool, dtype)
+        channels = {"winograd_tiles": c_in, "winograd_products": c_out}
         for start in range(0, n, per):
             stop = min(n, start + per)
-            count = (stop - start) * per_image
-            v = v_flat[: winograd.POSITIONS * count * c_in].reshape(winograd.POSITIONS, count, c_in)
-            m = m_flat[: winograd.POSITIONS * count * c_out].reshape(winograd.POSITIONS, count, c_out)
+            arrays = self._winograd_arrays((stop - start) * per_image, channels, training, dtype)
+            v, m = arrays["winograd_tiles"], arrays["winograd_products"]
             transform_tiles(xp[start:stop], tiles_h, tiles_w, v)
             np.matmul(v, u, out=m)
             transform_outputs(m, bias, self.relu, tiles_h, tiles_w, y[start:stop])
+        if training:
+            self._cache = (xp, y)
         return y
+
+    def _winograd_backward(self, dy, need_dx):
+        """The adjoint of _winograd_forward (convscope.kernels.winograd), a chunk at a time: the
+        z-gradient from dy (and the ReLU's mask), its transform dM, then dU += Vᵀ dM with the tiles V
+        transformed again from the input (cheaper than keeping 4x the input between the passes), and
+        dV = dM Uᵀ turned into dx."""
+        from convscope.kernels import winograd
+
+        xp, y = self._cache
+        weight = self.conv.params["weight"]
+        _, _, c_in, c_out = weight.shape
+        dtype = weight.dtype.type
+        tiles_h, tiles_w = self.winograd
+        (top, _), (left, _) = self.conv.padding
+        scratch = self.scratch
+        u = scratch.array("winograd_kernels", (winograd.POSITIONS, c_in, c_out), True, dtype)
+        n, out_h, out_w = y.shape[:3]
+        per, per_image = self._winograd_chunks(n)
+        dz = scratch.array("dz", (per, out_h, out_w, c_out), True, dtype)
+        dx = scratch.array("dx", (n, *self.conv.input_shape), True, dtype) if need_dx else None
+        plain = not (self.relu or self.conv.use_bias)  # a plain conv: dz is dy
+        du = np.zeros((winograd.POSITIONS, c_in, c_out), dtype=np.float64)
+        db = np.zeros(c_out, dtype=np.float64)
+        db_chunk = np.empty(c_out, dtype=dtype)
+        transform_tiles = winograd.transform_tiles(c_in, dtype)
+        transform_gradients = winograd.transform_output_gradients(c_out, dtype)
+        transform_tile_gradients = winograd.transform_tile_gradients(c_in, dtype)
+        relu_grad = self.kernels.relu_grad(c_out, dtype)
+        channels = {"winograd_tiles": c_in, "winograd_products": c_out}
+        channels.update({"winograd_tile_gradients": c_in} if need_dx else {})
+        for start in range(0, n, per):
+            stop = min(n, start + per)
+            if plain:
+                dz_chunk = dy[start:stop]
+            else:
+                dz_chunk = dz[: stop - start]
+                flat = (-1, c_out)
+                relu_grad(
+                    dy[start:stop].reshape(flat),
+                    y[start:stop].reshape(flat),
+                    self.relu,
+                    dz_chunk.reshape(flat),
+                    db_chunk,
+                )
+                db += db_chunk
+            arrays = self._winograd_arrays((stop - start) * per_image, channels, True, dtype)
+            v, dm = arrays["winograd_tiles"], arrays["winograd_products"]
+            transform_gradients(dz_chunk, tiles_h, tiles_w, dm)
+            transform_tiles(xp[start:stop], tiles_h, tiles_w, v)
+            du += np.matmul(v.transpose(0, 2, 1), dm)
+            if need_dx:
+                dv = arrays["winograd_tile_gradients"]
+                np.matmul(dm, u.transpose(0, 2, 1), out=dv)
+                transform_tile_gradients(dv, tiles_h, tiles_w, top, left, dx[start:stop])
+        dw = np.empty(weight.shape, dtype=np.float64)
+        winograd.transform_kernel_gradients(c_in, c_out, np.float64)(du, dw)
+        return dw.astype(dtype), db.astype(dtype), dx
 
     def backward(self, dy, need_dx=True):
         k = self.kernels
@@ -275,6 +353,8 @@ class ConvStage:
                 (top, bottom), (left, right) = self.conv.padding
                 dx = self.scratch.array("dx", (xp.shape[0], *self.conv.input_shape), True, dtype)
                 dx[...] = dxp[:, top : xp.shape[1] - bottom, left : xp.shape[2] - right]
+        elif self.winograd_training:
+            dw, db, dx = self._winograd_backward(dy, need_dx)
         else:
             dw, db, dx = self._backward_by_chunks(dy, need_dx)
         self.conv.grads["weight"] = dw

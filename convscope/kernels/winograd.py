@@ -1,5 +1,5 @@
-"""Winograd's minimal filtering F(2x2, 3x3): 3x3 stride-1 convolutions in inference with 2.25 times
-fewer multiplications than im2col + matmul.
+"""Winograd's minimal filtering F(2x2, 3x3): 3x3 stride-1 convolutions with 2.25 times fewer
+multiplications than im2col + matmul, in inference and (without pooling, see ConvStage) in training.
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). Each 2x2 block of
 outputs comes from the 4x4 tile of the padded input d under it (tiles overlap by 2):
@@ -146,3 +146,118 @@ def transform_outputs(C_out: int, pool: int, dtype=np.float32):
                             y[b, 2 * i + 1, 2 * j + 1, co] = max(y11, floor)
 
     return transform_outputs_kernel
+
+
+# Training. The backward pass is the adjoint of each forward step, in reverse order:
+#
+#     dM = A dY Aᵀ             (transform_output_gradients, per tile and output channel)
+#     dU = Σ_tiles Vᵀ dM       (16 BLAS products, accumulated over chunks)  ->  dg = Gᵀ dU G
+#     dV = dM Uᵀ               (16 BLAS products)  ->  dd = B dV Bᵀ, added into the padded input's
+#                                                     gradient where the 4x4 tiles overlap
+#
+# Exact in exact arithmetic, like the forward: the gradients equal the direct convolution's up to
+# float32 rounding, and float64 finite-difference checks pass (tests/kernels/test_winograd.py).
+
+
+@factory
+def transform_output_gradients(C_out: int, dtype=np.float32):
+
+    @jit
+    def transform_output_gradients_kernel(dz, tiles_h, tiles_w, dm):
+        """dz (N, H, W, C_out), the gradient of the conv's output (before pooling) -> dm (16,
+        N * tiles_h * tiles_w, C_out): A dY Aᵀ of each tile's 2x2 block dY, with A = (Aᵀ)ᵀ =
+        [[1, 0], [1, 1], [1, -1], [0, -1]]: the rows of A dY are [a, b], [a + c, b + d], [a - c, b - d]
+        and [-c, -d] for dY = [[a, b], [c, d]], and each row [p, q] becomes [p, p + q, p - q, -q]."""
+        n = dz.shape[0]
+        for b in range(n):
+            for i in range(tiles_h):
+                for j in range(tiles_w):
+                    tile = (b * tiles_h + i) * tiles_w + j
+                    r, c = 2 * i, 2 * j
+                    for co in range(C_out):
+                        top_left, top_right = dz[b, r, c, co], dz[b, r, c + 1, co]
+                        bottom_left, bottom_right = dz[b, r + 1, c, co], dz[b, r + 1, c + 1, co]
+                        for row in range(4):
+                            if row == 0:
+                                p, q = top_left, top_right
+                            elif row == 1:
+                                p, q = top_left + bottom_left, top_right + bottom_right
+                            elif row == 2:
+                                p, q = top_left - bottom_left, top_right - bottom_right
+                            else:
+                                p, q = -bottom_left, -bottom_right
+                            dm[4 * row, tile, co] = p
+                            dm[4 * row + 1, tile, co] = p + q
+                            dm[4 * row + 2, tile, co] = p - q
+                            dm[4 * row + 3, tile, co] = -q
+
+    return transform_output_gradients_kernel
+
+
+@factory
+def transform_tile_gradients(C_in: int, dtype=np.float32):
+
+    @jit
+    def transform_tile_gradients_kernel(dv, tiles_h, tiles_w, top, left, dx):
+        """dv (16, N * tiles_h * tiles_w, C_in) -> dx (N, H, W, C_in), the unpadded input's gradient:
+        zeroed, then B dV Bᵀ of every tile added at padded rows 2i.., columns 2j.. (tiles overlap by
+        2), less the padding (top, left); what falls on the padding is dropped. B = (Bᵀ)ᵀ turns a
+        4-vector x into [x0, x1 - x2 + x3, x1 + x2 - x0, -x3]. Each of a tile's 16 sums is added by a
+        loop over channels of its own (one stream of stores: LLVM vectorises it)."""
+        n, h, w, _ = dx.shape
+        t = np.empty((4, 4, C_in), dtype=dx.dtype)  # dV Bᵀ of one tile
+        for b in range(n):
+            dx[b] = 0.0
+            for i in range(tiles_h):
+                for j in range(tiles_w):
+                    tile = (b * tiles_h + i) * tiles_w + j
+                    for row in range(4):
+                        for ci in range(C_in):
+                            x0, x1 = dv[4 * row, tile, ci], dv[4 * row + 1, tile, ci]
+                            x2, x3 = dv[4 * row + 2, tile, ci], dv[4 * row + 3, tile, ci]
+                            t[row, 0, ci], t[row, 1, ci] = x0, x1 - x2 + x3
+                            t[row, 2, ci], t[row, 3, ci] = x1 + x2 - x0, -x3
+                    for col in range(4):  # B t, column by column, into dx
+                        cc = 2 * j + col - left
+                        if cc < 0 or cc >= w:
+                            continue
+                        for row in range(4):
+                            rr = 2 * i + row - top
+                            if rr < 0 or rr >= h:
+                                continue
+                            for ci in range(C_in):
+                                x0, x1 = t[0, col, ci], t[1, col, ci]
+                                x2, x3 = t[2, col, ci], t[3, col, ci]
+                                if row == 0:
+                                    dx[b, rr, cc, ci] += x0
+                                elif row == 1:
+                                    dx[b, rr, cc, ci] += x1 - x2 + x3
+                                elif row == 2:
+                                    dx[b, rr, cc, ci] += x1 + x2 - x0
+                                else:
+                                    dx[b, rr, cc, ci] -= x3
+
+    return transform_tile_gradients_kernel
+
+
+@factory
+def transform_kernel_gradients(C_in: int, C_out: int, dtype=np.float64):
+
+    @jit
+    def transform_kernel_gradients_kernel(du, dweight):
+        """du (16, C_in, C_out), the gradient of the transformed kernels -> dweight (3, 3, C_in, C_out)
+        = Gᵀ dU G per channel pair, with Gᵀ = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]
+        (a 4-vector x becomes [x0 + (x1 + x2) / 2, (x1 - x2) / 2, (x1 + x2) / 2 + x3])."""
+        h = np.empty((3, 4), dtype=dweight.dtype)
+        for ci in range(C_in):
+            for co in range(C_out):
+                for k in range(4):  # h = Gᵀ dU, column by column
+                    x0, x1, x2, x3 = du[k, ci, co], du[4 + k, ci, co], du[8 + k, ci, co], du[12 + k, ci, co]
+                    h[0, k], h[1, k], h[2, k] = x0 + 0.5 * (x1 + x2), 0.5 * (x1 - x2), 0.5 * (x1 + x2) + x3
+                for m in range(3):  # h G, row by row
+                    x0, x1, x2, x3 = h[m, 0], h[m, 1], h[m, 2], h[m, 3]
+                    dweight[m, 0, ci, co] = x0 + 0.5 * (x1 + x2)
+                    dweight[m, 1, ci, co] = 0.5 * (x1 - x2)
+                    dweight[m, 2, ci, co] = 0.5 * (x1 + x2) + x3
+
+    return transform_kernel_gradients_kernel

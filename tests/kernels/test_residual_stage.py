@@ -30,7 +30,7 @@ def test_plan_runs_the_blocks_insides_on_fused_stages():
     assert "residual_1: residual block: body + shortcut, then add + ReLU" in lines
     assert "  residual_1.body.0: direct conv" in lines  # 4 input channels: direct loops
     assert "  residual_1.body.1 + residual_1.body.2: batch norm + ReLU" in lines
-    assert "  residual_1.body.3: im2col + matmul (inference: Winograd F(2x2, 3x3))" in lines
+    assert "  residual_1.body.3: Winograd F(2x2, 3x3) + matmul" in lines
     assert "  residual_1.body.4: batch norm" in lines
     assert "  residual_1.shortcut.0: reference" in lines  # SubsampleZeroPad: no fused kernel
     assert "  shortcut: identity" in lines  # the first block keeps the shape
