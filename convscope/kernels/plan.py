@@ -6,8 +6,7 @@ fused kernel can run:
     Conv2D [+ ReLU] [+ MaxPool2D 2x2/2]       -> ConvStage    (direct loops for C_in <= 4,
                                                               else im2col + BLAS matmul; 3x3
                                                               stride-1 convs by Winograd
-                                                              F(2x2, 3x3): without pooling in
-                                                              training too, pooled in inference)
+                                                              F(2x2, 3x3) + BLAS matmul)
     BatchNorm2D [+ ReLU] [+ MaxPool2D 2x2/2]  -> BatchNormStage
     Dense [+ ReLU]                            -> DenseStage   (BLAS matmul + fused bias/ReLU)
     anything else                             -> ReferenceStage (the layer's own reference op)
@@ -140,20 +139,15 @@ class ConvStage:
         self.kernel += (" + bias" if self.conv.use_bias else "") + (" + ReLU" if relu else "")
         self.kernel += " + 2x2 max pool" if pool == 2 else ""
         self.winograd = self._winograd_tiles()
-        # Training runs Winograd too without pooling; pooled training keeps im2col, whose
-        # window codes come from the same sums as the reference's (first maximum on ties).
-        self.winograd_training = self.winograd is not None and pool == 1
-        if self.winograd_training:
+        if self.winograd is not None:
             self.kernel = self.kernel.replace("im2col + matmul", "Winograd F(2x2, 3x3) + matmul")
-        elif self.winograd is not None:
-            self.kernel += " (inference: Winograd F(2x2, 3x3))"
         self.scratch = Scratch()
         self.shared = shared if shared is not None else self.scratch
         self._cache = None
 
     def _winograd_tiles(self):
-        """(tile rows, tile columns) when inference can run Winograd F(2x2, 3x3): a 3x3 stride-1 conv
-        on the im2col path (convscope.kernels.winograd), else None."""
+        """(tile rows, tile columns) when the stage runs Winograd F(2x2, 3x3): a 3x3 stride-1 conv on
+        the im2col path (convscope.kernels.winograd), else None."""
         conv = self.conv
         if (
             self.direct
@@ -187,7 +181,7 @@ class ConvStage:
         shape = (n, out_h // self.pool, out_w // self.pool, c_out)
         scratch = self.scratch
         y = scratch.array("y", shape, training, dtype)  # read by the next stage (and its backward) only
-        if self.winograd_training or (self.winograd is not None and not training):
+        if self.winograd is not None:
             return self._winograd_forward(x, bias, y, training)
         if self.direct:
             xp = scratch.padded(x, self.conv.padding, training)
@@ -263,6 +257,8 @@ class ConvStage:
         per, per_image = self._winograd_chunks(n)
         transform_tiles = winograd.transform_tiles(c_in, dtype)
         transform_outputs = winograd.transform_outputs(c_out, self.pool, dtype)
+        pooled = self.pool == 2
+        windows = scratch.array("windows", y.shape if pooled else (0, 0, 0, 0), training, np.uint8)
         channels = {"winograd_tiles": c_in, "winograd_products": c_out}
         for start in range(0, n, per):
             stop = min(n, start + per)
@@ -270,9 +266,9 @@ class ConvStage:
             v, m = arrays["winograd_tiles"], arrays["winograd_products"]
             transform_tiles(xp[start:stop], tiles_h, tiles_w, v)
             np.matmul(v, u, out=m)
-            transform_outputs(m, bias, self.relu, tiles_h, tiles_w, y[start:stop])
+            transform_outputs(m, bias, self.relu, tiles_h, tiles_w, y[start:stop], windows[start:stop])
         if training:
-            self._cache = (xp, y)
+            self._cache = (xp, windows if pooled else y)
         return y
 
     def _winograd_backward(self, dy, need_dx):
@@ -282,43 +278,28 @@ class ConvStage:
         dV = dM Uᵀ turned into dx."""
         from convscope.kernels import winograd
 
-        xp, y = self._cache
+        xp, saved = self._cache
         weight = self.conv.params["weight"]
         _, _, c_in, c_out = weight.shape
         dtype = weight.dtype.type
         tiles_h, tiles_w = self.winograd
-        (top, _), (left, _) = self.conv.padding
+        _, _, top, left, out_h, out_w, _ = self._geometry()
         scratch = self.scratch
         u = scratch.array("winograd_kernels", (winograd.POSITIONS, c_in, c_out), True, dtype)
-        n, out_h, out_w = y.shape[:3]
+        n = xp.shape[0]
         per, per_image = self._winograd_chunks(n)
         dz = scratch.array("dz", (per, out_h, out_w, c_out), True, dtype)
         dx = scratch.array("dx", (n, *self.conv.input_shape), True, dtype) if need_dx else None
-        plain = not (self.relu or self.conv.use_bias)  # a plain conv: dz is dy
         du = np.zeros((winograd.POSITIONS, c_in, c_out), dtype=np.float64)
         db = np.zeros(c_out, dtype=np.float64)
-        db_chunk = np.empty(c_out, dtype=dtype)
         transform_tiles = winograd.transform_tiles(c_in, dtype)
         transform_gradients = winograd.transform_output_gradients(c_out, dtype)
         transform_tile_gradients = winograd.transform_tile_gradients(c_in, dtype)
-        relu_grad = self.kernels.relu_grad(c_out, dtype)
         channels = {"winograd_tiles": c_in, "winograd_products": c_out}
         channels.update({"winograd_tile_gradients": c_in} if need_dx else {})
         for start in range(0, n, per):
             stop = min(n, start + per)
-            if plain:
-                dz_chunk = dy[start:stop]
-            else:
-                dz_chunk = dz[: stop - start]
-                flat = (-1, c_out)
-                relu_grad(
-                    dy[start:stop].reshape(flat),
-                    y[start:stop].reshape(flat),
-                    self.relu,
-                    dz_chunk.reshape(flat),
-                    db_chunk,
-                )
-                db += db_chunk
+            dz_chunk = self._z_gradient(dy, saved, start, stop, dz, db)
             arrays = self._winograd_arrays((stop - start) * per_image, channels, True, dtype)
             v, dm = arrays["winograd_tiles"], arrays["winograd_products"]
             transform_gradients(dz_chunk, tiles_h, tiles_w, dm)
@@ -353,7 +334,7 @@ class ConvStage:
                 (top, bottom), (left, right) = self.conv.padding
                 dx = self.scratch.array("dx", (xp.shape[0], *self.conv.input_shape), True, dtype)
                 dx[...] = dxp[:, top : xp.shape[1] - bottom, left : xp.shape[2] - right]
-        elif self.winograd_training:
+        elif self.winograd is not None:
             dw, db, dx = self._winograd_backward(dy, need_dx)
         else:
             dw, db, dx = self._backward_by_chunks(dy, need_dx)
@@ -362,6 +343,32 @@ class ConvStage:
             self.conv.grads["bias"] = db
         self._cache = None
         return dx
+
+    def _z_gradient(self, dy, saved, start, stop, dz, db):
+        """The gradient of images start:stop's conv outputs z (before ReLU and pooling), (stop - start,
+        out_h, out_w, C_out), from dy and what forward kept (y without pooling, the window codes with),
+        in dz's first rows (dy itself for a plain conv); adds its sums over pixels to db (float64)."""
+        c_out = dz.shape[3]
+        dtype = dz.dtype.type
+        if self.pool == 1 and not (self.relu or self.conv.use_bias):  # a plain conv: dz is dy
+            return dy[start:stop]
+        block = dz[: stop - start]
+        db_chunk = np.empty(c_out, dtype=dtype)
+        if self.pool == 1:
+            flat = (-1, c_out)
+            self.kernels.relu_grad(c_out, dtype)(
+                dy[start:stop].reshape(flat),
+                saved[start:stop].reshape(flat),
+                self.relu,
+                block.reshape(flat),
+                db_chunk,
+            )
+        else:
+            self.kernels.unpool_relu_grad(c_out, self.pool, dtype)(
+                dy[start:stop], saved[start:stop], block, db_chunk
+            )
+        db += db_chunk
+        return block
 
     def _backward_by_chunks(self, dy, need_dx):
         """The im2col path's backward, a few images at a time: their columns are rebuilt from the
@@ -378,32 +385,16 @@ class ConvStage:
         per = _chunk_images(pixels * kernels.shape[0] * weight.itemsize)
         scratch = self.scratch
         cols = scratch.array("cols", (min(n, per) * pixels, kernels.shape[0]), True, dtype)
-        dz = scratch.array("dz", (min(n, per) * pixels, c_out), True, dtype)
+        dz = scratch.array("dz", (min(n, per), out_h, out_w, c_out), True, dtype)
         dcols = scratch.array("dcols", cols.shape, True, dtype) if need_dx else None
         dx = scratch.array("dx", x.shape, True, dtype) if need_dx else None  # read by the stage before only
         im2col, col2im = k.im2col(c_in, dtype), k.col2im(c_in, dtype)
-        gradient = (
-            k.relu_grad(c_out, dtype) if self.pool == 1 else k.unpool_relu_grad(c_out, self.pool, dtype)
-        )
         dw = np.zeros(kernels.shape, dtype=np.float64)
         db = np.zeros(c_out, dtype=np.float64)
-        db_chunk = np.empty(c_out, dtype=dtype)
         for start in range(0, n, per):
             stop = min(n, start + per)
             rows = slice(0, (stop - start) * pixels)
-            if self.pool == 1 and not (self.relu or self.conv.use_bias):  # a plain conv: dz is dy
-                gradient_rows = dy.reshape(-1, c_out)[start * pixels : stop * pixels]
-            elif self.pool == 1:
-                outputs = slice(start * pixels, stop * pixels)
-                flat_dy, flat_y = dy.reshape(-1, c_out)[outputs], saved.reshape(-1, c_out)[outputs]
-                gradient(flat_dy, flat_y, self.relu, dz[rows], db_chunk)
-                gradient_rows = dz[rows]
-                db += db_chunk
-            else:
-                block = dz[rows].reshape(stop - start, out_h, out_w, c_out)
-                gradient(dy[start:stop], saved[start:stop], block, db_chunk)
-                gradient_rows = dz[rows]
-                db += db_chunk
+            gradient_rows = self._z_gradient(dy, saved, start, stop, dz, db).reshape(-1, c_out)
             im2col(x[start:stop], kh, kw, sh, sw, top, left, out_h, out_w, cols[rows])
             dw += cols[rows].T @ gradient_rows
             if need_dx:

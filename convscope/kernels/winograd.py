@@ -1,5 +1,5 @@
 """Winograd's minimal filtering F(2x2, 3x3): 3x3 stride-1 convolutions with 2.25 times fewer
-multiplications than im2col + matmul, in inference and (without pooling, see ConvStage) in training.
+multiplications than im2col + matmul, forward and backward.
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). Each 2x2 block of
 outputs comes from the 4x4 tile of the padded input d under it (tiles overlap by 2):
@@ -21,6 +21,7 @@ contiguous for BLAS; tiles are numbered (image, tile row, tile column).
 
 import numpy as np
 
+from convscope.kernels import conv
 from convscope.kernels.compile import factory, jit
 
 POSITIONS = 16  # a 4x4 transformed tile
@@ -111,15 +112,16 @@ def transform_tiles(C_in: int, dtype=np.float32):
 
 @factory
 def transform_outputs(C_out: int, pool: int, dtype=np.float32):
-    T = dtype
+    INACTIVE = conv.INACTIVE
 
     @jit
-    def transform_outputs_kernel(m, bias, relu, tiles_h, tiles_w, y):
+    def transform_outputs_kernel(m, bias, relu, tiles_h, tiles_w, y, windows):
         """m (16, N * tiles_h * tiles_w, C_out) -> the 2x2 output block Aᵀ m A of every tile, with
         Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]], plus bias, then (pool 2) the block's maximum, then the
-        ReLU, into y (N, tiles_h * 2 // pool, tiles_w * 2 // pool, C_out)."""
+        ReLU, into y (N, tiles_h * 2 // pool, tiles_w * 2 // pool, C_out). With pool 2, windows (like
+        y, uint8) gets the winning position or INACTIVE, as convscope.kernels.conv's pooling kernels
+        (the first maximum on ties); without pooling it is not touched."""
         n = y.shape[0]
-        floor = T(0.0) if relu else T(-np.inf)  # the ReLU as a max with 0
         for b in range(n):
             for i in range(tiles_h):
                 for j in range(tiles_w):
@@ -138,12 +140,21 @@ def transform_outputs(C_out: int, pool: int, dtype=np.float32):
                         y10 = s10 + s11 + s12 + bias[co]
                         y11 = s11 - s12 - s13 + bias[co]
                         if pool == 2:
-                            y[b, i, j, co] = max(max(max(y00, y01), max(y10, y11)), floor)
+                            best, arg = y00, 0
+                            if y01 > best:
+                                best, arg = y01, 1
+                            if y10 > best:
+                                best, arg = y10, 2
+                            if y11 > best:
+                                best, arg = y11, 3
+                            on = best > 0.0 or not relu
+                            y[b, i, j, co] = best if on else 0.0
+                            windows[b, i, j, co] = arg if on else INACTIVE
                         else:
-                            y[b, 2 * i, 2 * j, co] = max(y00, floor)
-                            y[b, 2 * i, 2 * j + 1, co] = max(y01, floor)
-                            y[b, 2 * i + 1, 2 * j, co] = max(y10, floor)
-                            y[b, 2 * i + 1, 2 * j + 1, co] = max(y11, floor)
+                            y[b, 2 * i, 2 * j, co] = y00 if y00 > 0.0 or not relu else 0.0
+                            y[b, 2 * i, 2 * j + 1, co] = y01 if y01 > 0.0 or not relu else 0.0
+                            y[b, 2 * i + 1, 2 * j, co] = y10 if y10 > 0.0 or not relu else 0.0
+                            y[b, 2 * i + 1, 2 * j + 1, co] = y11 if y11 > 0.0 or not relu else 0.0
 
     return transform_outputs_kernel
 

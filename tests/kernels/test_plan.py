@@ -16,9 +16,6 @@ from convscope.optim import SGD, Adam
 pytest.importorskip("numba")
 
 
-WINOGRAD = " (inference: Winograd F(2x2, 3x3))"  # pooled 3x3 stride-1 convs on the im2col path
-
-
 def kernel_names(model):
     return [(tuple(layer.name for layer in stage.layers), stage.kernel) for stage in model.plan()]
 
@@ -30,7 +27,7 @@ def test_seed_cnn_plan_fuses_conv_relu_pool_and_dense_relu():
             (("conv2d", "relu", "maxpool2d"), "direct conv + bias + ReLU + 2x2 max pool"),
             (
                 ("conv2d_1", "relu_1", "maxpool2d_1"),
-                "im2col + matmul + bias + ReLU + 2x2 max pool" + WINOGRAD,
+                "Winograd F(2x2, 3x3) + matmul + bias + ReLU + 2x2 max pool",
             ),
             (("flatten",), "reference"),
             (("dense", "relu_2"), "matmul + bias + ReLU"),
@@ -47,7 +44,7 @@ def test_small_vgg_plan_fuses_batch_norm_relu_pool():
     assert names[:4] == [
         (("conv2d",), "direct conv"),
         (("batchnorm2d", "relu"), "batch norm + ReLU"),
-        (("conv2d_1",), "Winograd F(2x2, 3x3) + matmul"),  # no pooling: training too
+        (("conv2d_1",), "Winograd F(2x2, 3x3) + matmul"),
         (("batchnorm2d_1", "relu_1", "maxpool2d"), "batch norm + ReLU + 2x2 max pool"),
     ]
     assert names[-3:] == [

@@ -96,35 +96,33 @@ def test_convolutions_winograd_does_not_cover_stay_on_im2col(case):
     assert stage.winograd is None and "Winograd" not in stage.kernel
 
 
-def test_pooled_training_and_recorded_inference_stay_on_im2col():
-    """A pooled conv's backward needs the im2col pass's window codes: Winograd runs it in plain
-    inference only."""
+def test_recorded_inference_keeps_what_backward_needs():
     rng = np.random.default_rng(5)
     case = WINOGRAD_CASES["seed-second-layer"]
     stack = conv_layers(case, rng, "normal")
     stage = ConvStage(stack, relu=True, pool=2, direct=False)
-    assert not stage.winograd_training and "(inference: Winograd" in stage.kernel
     x = rng.standard_normal((2, 14, 14, 16)).astype(np.float32)
     stage.forward(x, record=True)
-    assert stage._cache is not None  # what backward needs was kept
-    assert "winograd_tiles" not in stage.scratch._training
+    assert stage._cache is not None
+    assert "winograd_tiles" in stage.scratch._training  # the training arrays: kept for backward
 
 
-TRAINING_CASES = {name: case for name, case in WINOGRAD_CASES.items() if case[9] == 1}
-TRAINING_CASES["asymmetric-padding"] = (2, 7, 7, 2, 3, 3, 1, ((1, 0), (0, 1)), True, 1, True)
+TRAINING_CASES = dict(WINOGRAD_CASES)
+TRAINING_CASES["asymmetric-padding-unpooled"] = (2, 7, 7, 2, 3, 3, 1, ((1, 0), (0, 1)), True, 1, True)
+TRAINING_CASES["pool-no-relu-no-bias"] = (2, 8, 6, 3, 4, 3, 1, "same", False, 2, False)
 TRAINING_CASES["relu-no-bias"] = (2, 6, 4, 5, 3, 3, 1, "same", True, 1, False)
 
 
 @pytest.mark.parametrize("kind", ["normal", "ties"])
 @pytest.mark.parametrize("case", list(TRAINING_CASES.values()), ids=list(TRAINING_CASES))
 def test_training_through_winograd_matches_the_reference_ops(case, kind):
-    """Forward and backward; with small integers every sum is exact on both paths, ReLU masks
-    included."""
+    """Forward and backward; with small integers every sum is exact on both paths, so the ReLU masks
+    and the pooling windows' winners (the first maximum on ties) are the same too."""
     rng = np.random.default_rng(7)
     n, h, w, c_in = case[:4]
     stack = conv_layers(case, rng, kind)
-    stage = ConvStage(stack, relu=case[8], pool=1, direct=False)
-    assert stage.winograd_training and stage.kernel.startswith("Winograd F(2x2, 3x3) + matmul")
+    stage = ConvStage(stack, relu=case[8], pool=case[9], direct=False)
+    assert stage.winograd is not None and stage.kernel.startswith("Winograd F(2x2, 3x3) + matmul")
     x = inputs(kind, (n, h, w, c_in), rng)
     dy = inputs(kind, stage.forward(x).shape, rng)
     y_fast, dx_fast, grads_fast = fused_pass(stage, x, dy)
@@ -139,14 +137,16 @@ def test_training_through_winograd_matches_the_reference_ops(case, kind):
         np.testing.assert_array_equal(dx_fast, dx_ref)
 
 
-@pytest.mark.parametrize("name", ["resnet-body", "even-valid-relu", "asymmetric-padding"])
+@pytest.mark.parametrize(
+    "name", ["resnet-body", "even-valid-relu", "asymmetric-padding-unpooled", "odd-sizes-pool", "valid-pool"]
+)
 def test_winograd_training_gradients_float64(name):
     n, h, w, c_in, c_out, kernel, stride, padding, relu, pool, bias = TRAINING_CASES[name]
     case = (2, h, w, min(c_in, 3), min(c_out, 3), kernel, stride, padding, relu, pool, bias)
     rng = np.random.default_rng(8)
     stack = conv_layers(case, rng, "normal", np.float64)
     stage = ConvStage(stack, relu=relu, pool=pool, direct=False)
-    assert stage.winograd_training
+    assert stage.winograd is not None
     x = rng.standard_normal((2, case[1], case[2], case[3]))
     dy = rng.standard_normal(stage.forward(x).shape)
 
@@ -191,7 +191,9 @@ def test_adjoint_transforms_are_the_transposes_of_the_forward_ones():
 
     m = rng.standard_normal((16, 2 * 2 * 3, 4))
     y = np.empty((2, 4, 6, 4))
-    winograd.transform_outputs(4, 1, np.float64)(m, np.zeros(4), False, 2, 3, y)
+    winograd.transform_outputs(4, 1, np.float64)(
+        m, np.zeros(4), False, 2, 3, y, np.empty((0, 0, 0, 0), np.uint8)
+    )
     dz = rng.standard_normal(y.shape)
     dm = np.empty_like(m)
     winograd.transform_output_gradients(4, np.float64)(dz, 2, 3, dm)
