@@ -141,55 +141,55 @@ def unpool_relu_grad(C: int, pool: int, dtype=np.float32):
     return unpool_relu_grad_kernel
 
 
-# Kernel taps x input channels up to which LLVM unrolls the taps of _direct_conv_pool2_unrolled: with
-# 27 (3x3 on RGB) it kept the loops, lost its vectors and ran 6 times slower than the general kernel.
-UNROLLED_TAPS = 9
-
-
 @factory
 def direct_conv_pool(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype=np.float32):
-    """The direct convolution kernel for these sizes: with 2x2 pooling and at most UNROLLED_TAPS taps
-    (a 3x3 kernel on one channel), one that keeps its four accumulators in registers."""
-    if pool == 2 and C_in * kh * kw <= UNROLLED_TAPS:
-        return _direct_conv_pool2_unrolled(C_in, C_out, kh, kw)
+    """The direct convolution kernel for these sizes (2x2 pooling has one of its own)."""
+    if pool == 2:
+        return _direct_conv_pool2(C_in, C_out, kh, kw, dtype)
     return _direct_conv_pool_any(C_in, C_out, kh, kw, pool, dtype)
 
 
-def _direct_conv_pool2_unrolled(C_in: int, C_out: int, kh: int, kw: int):
+def _direct_conv_pool2(C_in: int, C_out: int, kh: int, kw: int, dtype):
+    T = dtype
 
     @jit
-    def direct_conv_pool2_unrolled_kernel(xp, weight, bias, sh, sw, relu, y, windows):
-        """direct_conv_pool with 2x2 pooling, the taps' loops short enough for LLVM to unroll them:
-        each output channel's four window sums are then scalars (registers), and the loop over output
-        channels runs on vectors. Same arguments and results as the general kernel below."""
+    def direct_conv_pool2_kernel(xp, weight, bias, sh, sw, relu, y, windows):
+        """direct_conv_pool with 2x2 pooling. The four window positions' accumulators are rows of one
+        array indexed by constants, so LLVM keeps them in vector registers across the taps; the
+        general kernel's row index varies with the position, and its accumulators go through memory
+        at every tap (10-40 times slower on AMD Zen 4). Same arguments and results as that kernel."""
         n = xp.shape[0]
         _, out_h, out_w, _ = y.shape
+        acc = np.empty((4, C_out), dtype=T)
         for b in range(n):
             for i in range(out_h):
                 for j in range(out_w):
                     r, c = 2 * i * sh, 2 * j * sw
                     for co in range(C_out):
-                        s0 = s1 = s2 = s3 = bias[co]  # window positions 0..3, row-major
-                        for di in range(kh):
-                            for dj in range(kw):
-                                for ci in range(C_in):
+                        acc[0, co] = acc[1, co] = acc[2, co] = acc[3, co] = bias[co]
+                    for di in range(kh):
+                        for dj in range(kw):
+                            for ci in range(C_in):
+                                v0 = xp[b, r + di, c + dj, ci]  # window positions 0..3, row-major
+                                v1 = xp[b, r + di, c + sw + dj, ci]
+                                v2 = xp[b, r + sh + di, c + dj, ci]
+                                v3 = xp[b, r + sh + di, c + sw + dj, ci]
+                                for co in range(C_out):
                                     w = weight[di, dj, ci, co]
-                                    s0 += xp[b, r + di, c + dj, ci] * w
-                                    s1 += xp[b, r + di, c + sw + dj, ci] * w
-                                    s2 += xp[b, r + sh + di, c + dj, ci] * w
-                                    s3 += xp[b, r + sh + di, c + sw + dj, ci] * w
-                        best, arg = s0, 0
-                        if s1 > best:
-                            best, arg = s1, 1
-                        if s2 > best:
-                            best, arg = s2, 2
-                        if s3 > best:
-                            best, arg = s3, 3
+                                    acc[0, co] += v0 * w
+                                    acc[1, co] += v1 * w
+                                    acc[2, co] += v2 * w
+                                    acc[3, co] += v3 * w
+                    for co in range(C_out):
+                        best, arg = acc[0, co], 0
+                        for q in (1, 2, 3):
+                            if acc[q, co] > best:
+                                best, arg = acc[q, co], q
                         on = best > 0.0 or not relu
                         y[b, i, j, co] = best if on else 0.0
                         windows[b, i, j, co] = arg if on else INACTIVE
 
-    return direct_conv_pool2_unrolled_kernel
+    return direct_conv_pool2_kernel
 
 
 def _direct_conv_pool_any(C_in: int, C_out: int, kh: int, kw: int, pool: int, dtype):

@@ -88,8 +88,8 @@ CONV_CASES = {
     "rectangular-kernel": (1, 7, 9, 6, 3, (3, 5), 1, "same", True, 2, True),
     "1x1": (2, 5, 5, 6, 3, 1, 1, "valid", True, 1, True),
     "plain-conv": (2, 6, 6, 8, 4, 3, 1, "same", False, 1, False),
-    "gray-stride2-pool": (2, 11, 11, 1, 4, 3, 2, 1, True, 2, True),  # the unrolled direct kernel, strided
-    "2x2-two-channels-pool": (2, 7, 6, 2, 3, 2, 1, "valid", True, 2, False),  # 8 taps: unrolled too
+    "gray-stride2-pool": (2, 11, 11, 1, 4, 3, 2, 1, True, 2, True),  # the pooled direct kernel, strided
+    "2x2-two-channels-pool": (2, 7, 6, 2, 3, 2, 1, "valid", True, 2, False),  # 2x2 kernel, two channels
 }
 
 
