@@ -302,8 +302,16 @@ def run_bench(repeats=5, with_torch=None, with_ort=None, quick=False, log=print)
         torch.set_num_threads(os.cpu_count() or 1)
     train_cases = TRAIN_CASES[:1] if quick else TRAIN_CASES
     infer_cases = [("seed_cnn", (28, 28, 1), 64)] if quick else INFER_CASES
+    from convscope.kernels.aot import processor_name
+
+    log(f"processor: {processor_name()}")
     result = {
-        "machine": {"cpus": os.cpu_count(), "numpy": np.__version__, **blas_note(log)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": processor_name(),
+            "numpy": np.__version__,
+            **blas_note(log),
+        },
         "kernels": kernels.backend(),
         "kernel_library": kernel_library_note(log) if kernels.backend() == "numba" else None,
         "rounds": repeats,

@@ -14,6 +14,7 @@ def test_bench_writes_the_documented_json(tmp_path, capsys):
     assert result["train"][0]["convscope_ips"] > 0 and result["infer"][0]["convscope_ips"] > 0
     assert 10 < result["peak_rss_mb"]["convscope"] < 2000
     assert result["train"][0]["model"] == "seed_cnn" and "blas_kernel" in result["machine"]
+    assert result["machine"]["processor"]
     assert "train   28x28x1  batch    64  seed_cnn" in capsys.readouterr().out
 
 

@@ -49,19 +49,40 @@ def library_folder() -> Path | None:
     return Path(cache) / "convscope" / "kernels"
 
 
-def processor_key() -> str:
-    """What the compiled code depends on in the machine: the processor's model and features."""
-    text = platform.machine() + platform.processor()
+def _cpuinfo_lines() -> list[str]:
+    """The first processor's lines of /proc/cpuinfo, stripped ([] where there is none)."""
+    lines = []
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith(("flags", "model name", "Features", "CPU part")):
-                    text += line.strip()
                 if not line.strip():
                     break
+                lines.append(line.strip())
     except OSError:
         pass
+    return lines
+
+
+def processor_key() -> str:
+    """What the compiled code depends on in the machine: the processor's model and features."""
+    text = platform.machine() + platform.processor()
+    keys = ("flags", "model name", "Features", "CPU part")
+    text += "".join(line for line in _cpuinfo_lines() if line.startswith(keys))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def processor_name() -> str:
+    """The processor in words, e.g. 'AMD EPYC (family 25, model 17; AVX-512)': the same cores can run
+    a kernel at very different speeds from one generation to the next."""
+    fields = {}
+    for line in _cpuinfo_lines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags", "").split()
+    details = [f"family {fields['cpu family']}, model {fields['model']}"] if "cpu family" in fields else []
+    details += [label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags][:1]
+    return f"{name} ({'; '.join(details)})" if details else name
 
 
 def _platform() -> dict:

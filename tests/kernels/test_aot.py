@@ -145,3 +145,21 @@ def test_a_closure_made_outside_a_factory_is_never_looked_up(library, monkeypatc
     assert aot.lookup(kernel, ("float32[::1]",)) is None
     dense = ("float32[:, ::1]", "float32[::1]", "boolean")
     assert aot.lookup(conv.bias_relu(128, np.float32), dense) is not None  # the seed CNN's hidden layer
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (
+            ["cpu family\t: 25", "model\t\t: 17", "model name\t: AMD EPYC", "flags\t: avx2 avx512f"],
+            "AMD EPYC (family 25, model 17; AVX-512)",
+        ),
+        (["model name\t: Some CPU", "flags\t\t: sse2 avx2"], "Some CPU (AVX2)"),
+        (["Features\t: fp asimd"], None),
+    ],
+)
+def test_the_processor_is_named_with_its_generation_and_vector_width(monkeypatch, lines, expected):
+    monkeypatch.setattr(aot, "_cpuinfo_lines", lambda: lines)
+    monkeypatch.setattr(aot.platform, "processor", lambda: "")
+    monkeypatch.setattr(aot.platform, "machine", lambda: "aarch64")
+    assert aot.processor_name() == (expected or "aarch64")
