@@ -304,11 +304,12 @@ def run_bench(repeats=5, with_torch=None, with_ort=None, quick=False, log=print)
     infer_cases = [("seed_cnn", (28, 28, 1), 64)] if quick else INFER_CASES
     from convscope.kernels.aot import processor_name
 
-    log(f"processor: {processor_name()}")
+    processor = processor_name()
+    log(f"processor: {processor}")
     result = {
         "machine": {
             "cpus": os.cpu_count(),
-            "processor": processor_name(),
+            "processor": processor,
             "numpy": np.__version__,
             **blas_note(log),
         },
