@@ -4,11 +4,14 @@ Every engine gets the same network with the same initial weights and the same ra
 CNN (gray 28x28 and colour 32x32) and small_vgg (colour 32x32, training). The measurement runs in
 rounds; each round times blocks of about BLOCK_SECONDS in the order A, B, (C,) A, B, (C) (convscope,
 torch, onnxruntime for inference), with a short idle pause before each block so that one engine's
-spinning worker threads do not slow the next. A round's ratio is convscope's mean rate over torch's
-(or onnxruntime's) in that round; the table gives each engine's median rate over all blocks and the
-median of the per-round ratios with their range, which is steadier on a shared machine than a ratio
-of two medians. Warm-up steps (and the kernels' first compile) are never timed. Peak memory (RSS) is
-measured in fresh subprocesses, one per engine, each running 50 training steps at batch 64.
+spinning worker threads do not slow the next, then REWARM_SECONDS of untimed steps of the engine
+about to be timed: after the pause and the other engine's work, its first ~50 ms run up to 1.6x
+slower (cold caches, the processor's clock winding back up), a transient that is not the engine's
+speed. A round's ratio is convscope's mean rate over torch's (or onnxruntime's) in that round; the
+table gives each engine's median rate over all blocks and the median of the per-round ratios with
+their range, which is steadier on a shared machine than a ratio of two medians. Warm-up steps (and
+the kernels' first compile) are never timed. Peak memory (RSS) is measured in fresh subprocesses,
+one per engine, each running 50 training steps at batch 64.
 """
 
 import argparse
@@ -33,6 +36,7 @@ TRAIN_CASES = [
 INFER_CASES = [("seed_cnn", shape, batch) for shape in ((28, 28, 1), (32, 32, 3)) for batch in (1, 64, 1000)]
 BLOCK_SECONDS = 0.25  # each timed block runs about this long
 SETTLE_SECONDS = 0.15  # idle time before each block, so neither engine's spinning threads hurt the other
+REWARM_SECONDS = 0.08  # untimed steps after the pause, before each block
 WARMUP_STEPS = 3
 RSS_STEPS = 50
 
@@ -134,6 +138,14 @@ def _time(run, steps) -> float:
     return time.perf_counter() - start
 
 
+def _run_for(run, seconds):
+    """Call `run` until `seconds` have passed (at least once)."""
+    end = time.perf_counter() + seconds
+    run()
+    while time.perf_counter() < end:
+        run()
+
+
 def _steps_per_block(runs) -> int:
     """Warm every engine up (untimed), then time a few more steps of each to size the blocks."""
     for run in runs:
@@ -155,6 +167,7 @@ def compare(runs: dict, batch: int, rounds: int) -> dict:
                 # BLAS and OpenMP worker threads spin for a while after their last call; let them
                 # go idle so that they do not steal a core from the next engine's timed block.
                 time.sleep(SETTLE_SECONDS)
+                _run_for(run, REWARM_SECONDS)
                 this_round[name].append(batch * steps / _time(run, steps))
         for name, values in this_round.items():
             rates[name].extend(values)

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -51,3 +52,17 @@ def test_bench_warns_when_openblas_coretype_forces_another_kernel(monkeypatch):
 def test_bench_rejects_bad_repeats(capsys):
     assert main(["bench", "--repeats", "0"]) == 2
     assert "--repeats must be >= 1" in capsys.readouterr().err
+
+
+def test_rewarm_runs_the_engine_until_the_time_is_up():
+    from convscope.bench import _run_for
+
+    starts = []
+    _run_for(lambda: starts.append(time.perf_counter()), 0.0)
+    assert len(starts) == 1  # at least once, even with no time
+
+    starts.clear()
+    begin = time.perf_counter()
+    _run_for(lambda: (starts.append(time.perf_counter()), time.sleep(0.01)), 0.05)
+    assert time.perf_counter() - begin >= 0.05  # ran until the time was up
+    assert len(starts) >= 2 and starts[-1] - begin < 0.05  # and started no call after it
