@@ -65,13 +65,17 @@ def checked_standardization(value, input_shape):
 
 
 def checked_augmentation(value):
-    """A saved {"flip": bool, "crop_padding": int >= 0} (the training augmentation) or None; else a
-    ValueError."""
+    """A saved {"flip": bool, "crop_padding": int >= 0[, "cutout": int > 0]} (the training augmentation)
+    or None; else a ValueError."""
     if value is None:
         return None
-    ok = isinstance(value, dict) and set(value) == {"flip", "crop_padding"}
+    ok = isinstance(value, dict) and set(value) - {"cutout"} == {"flip", "crop_padding"}
     ok = ok and isinstance(value["flip"], bool)
     ok = ok and type(value["crop_padding"]) is int and value["crop_padding"] >= 0
+    ok = ok and type(value.get("cutout", 1)) is int and value.get("cutout", 1) > 0
     if not ok:
-        raise ValueError(f"augmentation must be {{'flip': bool, 'crop_padding': int >= 0}}, got {value!r}")
+        raise ValueError(
+            "augmentation must be {'flip': bool, 'crop_padding': int >= 0[, 'cutout': int > 0]}, "
+            f"got {value!r}"
+        )
     return value

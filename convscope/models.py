@@ -141,6 +141,7 @@ TRAINING_DEFAULTS = {
     "weight_decay": 0.0,
     "augment": False,
     "crop_padding": 2,
+    "cutout": 0,
     "label_smoothing": 0.0,
     "val_split": None,
 }

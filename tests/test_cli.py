@@ -117,11 +117,12 @@ def test_train_takes_crop_padding_label_smoothing_and_weight_decay(tmp_path, cap
 
     out = tmp_path / "b.convscope"
     args = ["train", "--epochs", "1", "--augment", "--crop-padding", "3", "--label-smoothing", "0.2"]
-    assert main([*args, "--weight-decay", "5e-4", "--out", str(out)]) == 0
+    assert main([*args, "--weight-decay", "5e-4", "--cutout", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "weight decay 0.0005, label smoothing 0.2" in printed and "up to 3 pixels" in printed
-    assert convscope.load(out).augmentation == {"flip": True, "crop_padding": 3}
+    assert "weight decay 0.0005, label smoothing 0.2" in printed and "up to 3 pixels + cutout 4x4" in printed
+    assert convscope.load(out).augmentation == {"flip": True, "crop_padding": 3, "cutout": 4}
     for flag, value, complaint in [
+        ("--cutout", "-1", "a whole number >= 0"),
         ("--label-smoothing", "1", "up to (not including) 1"),
         ("--weight-decay", "-0.1", "a number >= 0"),
         ("--crop-padding", "two", "a whole number >= 0"),

@@ -211,6 +211,7 @@ def test_zip_bomb_ratio_and_size_limits(saved):
         (lambda c: c.update(standardization={"mean": [0.0], "std": [0.0]}), "positive stds"),
         (lambda c: c.update(augmentation={"flip": 1, "crop_padding": 4}), "augmentation must be"),
         (lambda c: c.update(augmentation={"flip": True, "crop_padding": -1}), "augmentation must be"),
+        (lambda c: c.update(augmentation={"flip": True, "crop_padding": 4, "cutout": 0}), "cutout"),
     ],
 )
 def test_invalid_configs_fail_before_building(saved, change, message):

@@ -65,6 +65,7 @@ RECIPE_FLAGS = (
     "weight_decay",
     "augment",
     "crop_padding",
+    "cutout",
     "label_smoothing",
     "val_split",
 )
@@ -149,7 +150,7 @@ def cmd_train(args):
     )
     for flag in RECIPE_FLAGS:
         setattr(args, flag, settings[flag])
-    crop_padding, smooth = settings["crop_padding"], settings["label_smoothing"]
+    crop_padding, cutout, smooth = settings["crop_padding"], settings["cutout"], settings["label_smoothing"]
     train = load_split(args.dataset, args.data_dir, "train", args)
     print(
         f"data: {args.dataset}, {len(train.labels)} training images of "
@@ -170,14 +171,14 @@ def cmd_train(args):
     if args.augment:
         from convscope.data.augment import Augmentation
 
-        augment = Augmentation(flip=True, crop_padding=crop_padding)
+        augment = Augmentation(flip=True, crop_padding=crop_padding, cutout=cutout)
     print(
         f"training: recipe {args.recipe or MODEL_RECIPES[args.model]}, {args.optimizer}"
         f"{' (Nesterov momentum 0.9)' if settings['nesterov'] else ''} lr {lr} ({args.schedule} schedule), "
         f"weight decay {args.weight_decay}, "
         f"label smoothing {smooth}, batch {args.batch_size}, {plural(args.epochs, 'epoch')}, "
         f"seed {args.seed}, "
-        f"augmentation {f'flip + crop shifting up to {crop_padding} pixels' if augment else 'off'}"
+        f"augmentation {_augmentation_text(crop_padding, cutout) if augment else 'off'}"
     )
     model.fit(
         images,
@@ -191,6 +192,11 @@ def cmd_train(args):
     )
     model.save(args.out)
     print(f"saved model to {args.out}")
+
+
+def _augmentation_text(crop_padding: int, cutout: int) -> str:
+    text = f"flip + crop shifting up to {crop_padding} pixels"
+    return text + (f" + cutout {cutout}x{cutout}" if cutout else "")
 
 
 def _reliability_options(args, train):
@@ -365,6 +371,13 @@ def add_commands(commands):
         metavar="PIXELS",
         help="with --augment, crop from the image padded by this many zero pixels, i.e. shift it by up to "
         "PIXELS (default: the model's recipe, 2 for seed, 4 for small-vgg; 0: flips only)",
+    )
+    train.add_argument(
+        "--cutout",
+        type=non_negative_int,
+        metavar="PIXELS",
+        help="with --augment, also set a PIXELS x PIXELS square of each image, at a random place, to zero "
+        "(Cutout; default 0: off)",
     )
     train.add_argument(
         "--label-smoothing",

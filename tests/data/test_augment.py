@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from convscope.data.augment import Augmentation, random_crop, random_horizontal_flip
+from convscope.data.augment import Augmentation, random_crop, random_cutout, random_horizontal_flip
 
 
 def test_flip_mirrors_about_half_of_the_images():
@@ -35,3 +35,30 @@ def test_augmentation_is_seeded():
     np.testing.assert_array_equal(augment(x, np.random.default_rng(5)), augment(x, np.random.default_rng(5)))
     with pytest.raises(ValueError, match="crop_padding must be an int >= 0"):
         Augmentation(crop_padding=-1)
+
+
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_edges():
+    x = np.ones((300, 9, 7, 2), dtype=np.float32)
+    out = random_cutout(x, 4, np.random.default_rng(2))
+    assert out.dtype == np.float32 and out.shape == x.shape and np.all(x == 1)  # a copy
+    for image in out:
+        assert np.array_equal(image[..., 0], image[..., 1])  # every channel of a pixel
+        rows, cols = np.nonzero(image[..., 0] == 0)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert rows.size == height * width  # one rectangle...
+        assert height <= 4 and width <= 4  # ...the square, or what of it lies inside the image
+    zeroed = (out[..., 0] == 0).sum(axis=(1, 2))
+    assert zeroed.max() == 16 and zeroed.min() < 16  # whole squares inside, clipped ones at the edges
+    assert random_cutout(x, 0, np.random.default_rng(2)) is x
+
+
+def test_cutout_off_draws_nothing_so_earlier_runs_repeat():
+    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    rng, plain = np.random.default_rng(5), np.random.default_rng(5)
+    out = Augmentation(flip=True, crop_padding=2, cutout=0)(x, rng)
+    np.testing.assert_array_equal(out, random_crop(random_horizontal_flip(x, plain), 2, plain))
+    assert rng.random() == plain.random()
+    assert Augmentation(cutout=0).get_config() == {"flip": True, "crop_padding": 4}
+    assert Augmentation(cutout=8).get_config() == {"flip": True, "crop_padding": 4, "cutout": 8}
+    with pytest.raises(ValueError, match="cutout must be an int >= 0"):
+        Augmentation(cutout=-2)
