@@ -126,6 +126,8 @@ def test_train_takes_crop_padding_label_smoothing_and_weight_decay(tmp_path, cap
         ("--label-smoothing", "1", "up to (not including) 1"),
         ("--weight-decay", "-0.1", "a number >= 0"),
         ("--crop-padding", "two", "a whole number >= 0"),
+        ("--cutout", "8", "--cutout: shapes the augmentation, which is off here: give --augment too"),
+        ("--crop-padding", "3", "--crop-padding: shapes the augmentation, which is off here"),
     ]:
         with pytest.raises(SystemExit) as stopped:
             main(["train", flag, value, "--out", str(out)])

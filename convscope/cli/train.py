@@ -247,6 +247,10 @@ def check_train_arguments(parser, args):
     args.recipe_split = args.val_split is None
     if args.val_split is None:  # the recipe's split counts as given (the ResNet recipes hold out 5,000)
         args.val_split = recipe_settings(args.model, args.recipe)["val_split"]
+    if not recipe_settings(args.model, args.recipe, augment=args.augment)["augment"]:
+        for flag, value in (("--crop-padding", args.crop_padding), ("--cutout", args.cutout)):
+            if value:
+                parser.fail(flag, "shapes the augmentation, which is off here: give --augment too")
     if args.keep_best in ("val_accuracy", "val_loss") and args.val_split is None:
         parser.fail("--keep-best", f"{args.keep_best} is measured on held-out images: give --val-split too")
     if args.early_stop is not None and args.keep_best is None and args.val_split is None:
