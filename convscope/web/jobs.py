@@ -50,7 +50,8 @@ class TrainingSettings:
     seed: int = 0
     architecture: dict | None = None  # a designed network, {"name", "layers"}; replaces the recipe
     flip: bool = False  # augmentation: random left-right mirroring ...
-    crop_padding: int = 0  # ... and random shifts by up to this many pixels (padded random crops)
+    crop_padding: int = 0  # ... random shifts by up to this many pixels (padded random crops) ...
+    cutout: int = 0  # ... and a random square this many pixels wide set to zero (Cutout)
     probe_index: int = 0  # the test image whose feature maps the snapshots hold
 
     @property
@@ -74,9 +75,9 @@ def _schedule(settings: TrainingSettings, lr: float):
 def _augmentation(settings: TrainingSettings):
     from convscope.data.augment import Augmentation
 
-    if not settings.flip and settings.crop_padding == 0:
+    if not settings.flip and settings.crop_padding == 0 and settings.cutout == 0:
         return None
-    return Augmentation(flip=settings.flip, crop_padding=settings.crop_padding)
+    return Augmentation(flip=settings.flip, crop_padding=settings.crop_padding, cutout=settings.cutout)
 
 
 def _build_model(settings: TrainingSettings, input_shape, class_names):

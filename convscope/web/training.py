@@ -35,6 +35,7 @@ class TrainingRequest(BaseModel):
     )
     flip: bool = Field(False, description="augment: mirror training images left-right at random")
     crop_padding: int = Field(0, ge=0, le=8, description="augment: shift them by up to this many pixels")
+    cutout: int = Field(0, ge=0, le=32, description="augment: zero a random square this wide (Cutout)")
     probe_index: int = Field(0, ge=0, le=100_000, description="the test image whose feature maps are drawn")
     client: str | None = Field(None, max_length=40, description="which page started it (shown to others)")
 

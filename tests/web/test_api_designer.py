@@ -223,10 +223,8 @@ def test_a_designed_network_trains_with_snapshots_and_saves_as_designed(client, 
     layers = [conv(4), layer("BatchNorm2D"), layer("ReLU"), layer("MaxPool2D", pool_size=2, stride=2)]
     layers += [layer("Flatten"), layer("Dropout", rate=0.2), layer("Dense", units=10)]
     body = {**QUICK, "epochs": 2, "architecture": design(layers, "tiny-bn"), "probe_index": 3, "flip": True}
-    assert (
-        client.post("/api/training", json={**body, "crop_padding": 1, "client": "designer"}).status_code
-        == 202
-    )
+    body.update(crop_padding=1, cutout=3, client="designer")
+    assert client.post("/api/training", json=body).status_code == 202
     state = wait_until_done(client)
     assert state["status"] == "finished", state["events"][-1]
     assert state["owner"] == "testclient (designer)"
@@ -237,7 +235,7 @@ def test_a_designed_network_trains_with_snapshots_and_saves_as_designed(client, 
         and start["recipe"] == "tiny-bn"
         and start["params"] == 4 * 10 + 8 + 8 + 64 * 10 + 10
     )
-    assert start["augmentation"] == {"flip": True, "crop_padding": 1}
+    assert start["augmentation"] == {"flip": True, "crop_padding": 1, "cutout": 3}
     probe = next(e for e in events if e["type"] == "probe")
     assert probe["index"] == 3 and probe["split"] == "test" and probe["image"]["shape"] == [8, 8, 1]
     shots = [e for e in events if e["type"] == "snapshot"]

@@ -23,6 +23,7 @@ function describeAugment(s) {
   const parts = [];
   if (s.flip) parts.push("flip");
   if (s.crop_padding) parts.push(`shift ${s.crop_padding}`);
+  if (s.cutout) parts.push(`cutout ${s.cutout}`);
   return parts.join(" + ") || "none";
 }
 

@@ -244,6 +244,7 @@ async function start() {
     probe_index: Number($("lt-probe").value) || 0,
     flip: $("lt-flip").checked,
     crop_padding: Number($("lt-crop").value),
+    cutout: Number($("lt-cutout").value),
     client: "designer",
   };
   try {
