@@ -8,9 +8,10 @@ model of its last step) with two more members, in the same zip container, never 
   shuffle, the number and a CRC-32 of the training images and labels, keep_best); the Generator's
   bit_generator state (it drives shuffling, augmentation and dropout); the History; the optimiser's
   type, hyperparameters and step count; the best epoch so far and the early-stopping counter; mid-epoch,
-  the running sums of the epoch.
+  the running sums of the epoch; with stochastic weight averaging, how many epochs are averaged so far.
 - training.safetensors: the optimiser's buffers (`optimizer/<param>/<buffer>`), the best weights so far
-  (`best/<param>`) and, mid-epoch, the epoch's order of the training images (`order`).
+  (`best/<param>`), the averaged parameters (`swa/<param>`) and, mid-epoch, the epoch's order of the
+  training images (`order`).
 
 Resuming restores all of it, so a run that is stopped and resumed ends bit-identical to one that never
 stopped. Every value read back is checked first; a CheckpointError names the file and the problem.
@@ -48,7 +49,7 @@ RESUME_SETTINGS = (
     "snapshots",
 )
 # for checkpoints written before the setting existed
-SETTING_DEFAULTS = {"label_smoothing": 0.0, "snapshots": None}
+SETTING_DEFAULTS = {"label_smoothing": 0.0, "snapshots": None, "swa_epochs": 0, "swa_lr": None}
 KIND = "convscope checkpoint"
 
 
@@ -67,7 +68,8 @@ class TrainingState:
     epoch: epochs completed; batch: batches done in epoch `epoch + 1` (0 between epochs), whose image
     order is `order` (N,) int64; step: optimiser steps so far; running: that epoch's loss_sum, correct
     and seen so far; best: {"monitor", "value", "epoch"} of the best epoch so far, best_weights its
-    state_dict (with keep_best); wait: epochs since the best one (early stopping).
+    state_dict (with keep_best); wait: epochs since the best one (early stopping); swa_count: epochs
+    averaged so far (stochastic weight averaging), swa_weights their mean parameters, or None.
     """
 
     settings: dict
@@ -81,6 +83,8 @@ class TrainingState:
     best: dict | None = None
     best_weights: dict | None = None
     wait: int = 0
+    swa_weights: dict | None = None
+    swa_count: int = 0
 
 
 def data_checksum(x: np.ndarray, y: np.ndarray) -> int:
@@ -105,6 +109,7 @@ def _training_json(model, state: TrainingState) -> dict:
         "optimizer": {k: optimizer[k] for k in ("type", "hyperparameters", "steps")},
         "best": state.best,
         "wait": state.wait,
+        "swa_count": state.swa_count,
     }
 
 
@@ -116,6 +121,8 @@ def _training_tensors(model, state: TrainingState) -> dict:
     }
     if state.best_weights is not None:
         tensors.update({f"best/{name}": value for name, value in state.best_weights.items()})
+    if state.swa_weights is not None:
+        tensors.update({f"swa/{name}": value for name, value in state.swa_weights.items()})
     if state.batch:
         tensors["order"] = np.asarray(state.order, dtype=np.int64)
     return tensors
@@ -218,6 +225,43 @@ def _compare_settings(saved, settings: dict, path: str) -> None:
             )
 
 
+def _checked_swa_count(count, swa_weights, saved: dict) -> int:
+    """The number of epochs averaged so far: as many as the saved run had past its schedule's epochs."""
+    if not _is_count(count) or (count > 0) != (swa_weights is not None):
+        raise ValueError(f"swa_count must be a whole number >= 0, > 0 with swa/ weights, got {count!r}")
+    if count > saved.get("swa_epochs", 0):
+        raise ValueError(f"swa_count {count} is more than the run's swa_epochs")
+    return count
+
+
+def _compare_averaging(saved: dict, settings: dict, epoch: int, batch: int, swa_count: int, path: str):
+    """A run whose averaging has begun resumes only with the same schedule length and averaging rate;
+    before that, swa_epochs and swa_lr may be added or changed (to add averaging to a finished run)."""
+    settings = {**SETTING_DEFAULTS, **settings}
+    if swa_count == 0:
+        if settings["swa_epochs"] and (epoch, batch) > (settings["epochs"], 0):
+            raise CheckpointError(
+                f"{path}: is {_progress_text(epoch, batch)}, past the schedule's {settings['epochs']} "
+                f"epochs: averaging can only start after it; give epochs >= {epoch + (batch > 0)}"
+            )
+        return
+    for key in ("epochs", "swa_lr"):
+        if saved.get(key) != settings[key]:
+            raise CheckpointError(
+                f"{path}: has averaged the weights of {swa_count} epochs after {saved.get('epochs')} at "
+                f"swa_lr {saved.get('swa_lr')}; resume with the same {key} (now {settings[key]!r}), "
+                "or start afresh"
+            )
+    if settings["swa_epochs"] < swa_count:
+        raise CheckpointError(
+            f"{path}: has averaged the weights of {swa_count} epochs already; give swa_epochs >= {swa_count}"
+        )
+
+
+def _progress_text(epoch: int, batch: int) -> str:
+    return f"after epoch {epoch}" if batch == 0 else f"in epoch {epoch + 1}"
+
+
 def _compare_models(saved_model, model, path: str) -> None:
     saved, own = saved_model.get_config(), model.get_config()
     for key in ("input_shape", "layers"):
@@ -247,15 +291,16 @@ def _expected_tensor(name: str, params: dict, num_train: int):
     parts = name.split("/")
     if name == "order":
         return "I64", (num_train,)
-    if len(parts) == 2 and parts[0] == "best" and parts[1] in params:
+    if len(parts) == 2 and parts[0] in ("best", "swa") and parts[1] in params:
         return "F32", params[parts[1]].shape
     if len(parts) == 3 and parts[0] == "optimizer" and parts[1] in params:
         return "F32", params[parts[1]].shape
     return None
 
 
-def _check_training_header(header: dict, params: dict, num_train: int, path: str) -> None:
-    """Every tensor's name, dtype and shape, before its data is read."""
+def _check_training_header(header: dict, params: dict, trainable, num_train: int, path: str) -> None:
+    """Every tensor's name, dtype and shape, before its data is read. params: the model's state_dict,
+    trainable: the names of its parameters (those averaged)."""
     for name, info in header.items():
         expected = _expected_tensor(name, params, num_train)
         if expected is None:
@@ -270,19 +315,26 @@ def _check_training_header(header: dict, params: dict, num_train: int, path: str
     best = {name.partition("/")[2] for name in header if name.startswith("best/")}
     if best and best != set(params):
         raise CheckpointError(f"{path}: the best weights miss {sorted(set(params) - best)}")
+    averaged = {name.partition("/")[2] for name in header if name.startswith("swa/")}
+    if averaged and averaged != set(trainable):
+        raise CheckpointError(
+            f"{path}: the averaged weights are not the parameters {sorted(set(trainable) ^ averaged)}"
+        )
 
 
 def _split_tensors(tensors: dict):
     """Checked training tensors -> (optimizer buffers {param: {buffer: array}}, best weights or None,
-    order or None)."""
-    buffers, best = {}, {}
+    averaged weights or None, order or None)."""
+    buffers, best, averaged = {}, {}, {}
     for name, value in tensors.items():
         parts = name.split("/")
         if parts[0] == "optimizer":
             buffers.setdefault(parts[1], {})[parts[2]] = value
         elif parts[0] == "best":
             best[parts[1]] = value
-    return buffers, best or None, tensors.get("order")
+        elif parts[0] == "swa":
+            averaged[parts[1]] = value
+    return buffers, best or None, averaged or None, tensors.get("order")
 
 
 def _checked_order(order, batch: int, num_train: int, path: str):
@@ -321,18 +373,22 @@ def _read(path: str, model, settings: dict) -> _Loaded:
         _compare_settings(training.get("settings"), settings, path)
         optimizer = _optimizer_for(model, training.get("optimizer"), path)
         header = archive.tensor_header(TRAINING_TENSORS_NAME)
-        _check_training_header(header, saved_model.state_dict(), settings["num_train"], path)
+        _check_training_header(
+            header, saved_model.state_dict(), saved_model.parameters(), settings["num_train"], path
+        )
         tensors = archive.read_tensors(TRAINING_TENSORS_NAME)
         check_finite(tensors, archive, TRAINING_TENSORS_NAME)
-    buffers, best_weights, order = _split_tensors(tensors)
+    buffers, best_weights, swa_weights, order = _split_tensors(tensors)
     try:
         epoch, batch, step = _checked_progress(training.get("progress"), settings)
         running = _checked_running(training.get("running"), batch, settings["batch_size"])
         rng = _restored_rng(training.get("rng"))
         history = _checked_history(training.get("history"), epoch)
         best, wait = _checked_best(training.get("best"), training.get("wait"), epoch)
+        swa_count = _checked_swa_count(training.get("swa_count", 0), swa_weights, training["settings"])
     except ValueError as error:
         raise CheckpointError(f"{path}: {TRAINING_NAME}: {error}") from None
+    _compare_averaging(training["settings"], settings, epoch, batch, swa_count, path)
     if (best is None) != (best_weights is None) and settings["keep_best"]:
         raise CheckpointError(f"{path}: best epoch and best weights do not come together")
     state = TrainingState(
@@ -347,6 +403,8 @@ def _read(path: str, model, settings: dict) -> _Loaded:
         best=best,
         best_weights=best_weights,
         wait=wait,
+        swa_weights=swa_weights,
+        swa_count=swa_count,
     )
     return _Loaded(saved_model, optimizer, dict(training["optimizer"], state=buffers), state)
 

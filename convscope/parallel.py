@@ -89,16 +89,20 @@ class ShardedRunner:
             first = function(0, shards[0])
             return [first] + [f.result() for f in futures]
 
+    def _shard_rngs(self, rng, count: int) -> list:
+        """One Generator per shard: `rng` itself, unless several shards draw random numbers (dropout)."""
+        if rng is not None and count > 1 and any(layer.uses_rng for layer in self.model.layers):
+            # Seeds drawn from rng itself, so its bit-generator state alone determines the run.
+            return [np.random.default_rng(seed) for seed in rng.integers(0, 2**63, size=count)]
+        return [rng] * count
+
     def loss_and_gradients(self, x, y, rng=None):
         """Mean loss, logits (N, K) and the summed gradients (named like `parameters()`) of one batch.
 
         Also moves the model's buffers once, with the statistics of every shard combined."""
         n = x.shape[0]
         shards = shard_slices(n, self.workers)
-        rngs = [rng] * len(shards)
-        if rng is not None and len(shards) > 1 and any(layer.uses_rng for layer in self.model.layers):
-            # Seeds drawn from rng itself, so its bit-generator state alone determines the run.
-            rngs = [np.random.default_rng(seed) for seed in rng.integers(0, 2**63, size=len(shards))]
+        rngs = self._shard_rngs(rng, len(shards))
 
         def run(index, part):
             replica = self._replica(index)
@@ -116,6 +120,19 @@ class ShardedRunner:
         loss = sum(r[0] for r in results)
         logits = results[0][1] if len(results) == 1 else np.concatenate([r[1] for r in results])
         return loss, logits, grads
+
+    def record_batch_statistics(self, x, rng=None):
+        """A training-mode forward pass of a batch (N, H, W, C), for its statistics alone: moves the
+        model's buffers once, as a training step would, and changes nothing else. `rng` drives dropout."""
+        shards = shard_slices(x.shape[0], self.workers)
+        rngs = self._shard_rngs(rng, len(shards))
+
+        def run(index, part):
+            replica = self._replica(index)
+            replica.forward_logits(x[part], training=True, rng=rngs[index])
+            return replica.batch_statistics()
+
+        self.model.update_buffers(self._map(run, shards))
 
     def forward_logits(self, x):
         """Inference-mode logits (N, K) of a batch. BLAS keeps to one thread even for one shard: inference

@@ -10,6 +10,8 @@ Reliability, for runs left alone for an hour:
   from before the last step whose loss was under that limit.
 - keep_best="val_accuracy" (or another metric) ends fit with the weights of the best epoch;
   early_stop=PATIENCE ends it once that metric (default val_loss) has not improved for PATIENCE epochs.
+- swa_epochs=N, swa_lr=LR: after the schedule's `epochs`, N more at the constant rate LR, ending with the
+  average of the weights after each of them (stochastic weight averaging, convscope.swa).
 """
 
 import contextlib
@@ -26,6 +28,7 @@ from convscope.checkpoint import TrainingState, data_checksum, load_checkpoint, 
 from convscope.checks import check_images, check_labels
 from convscope.optim import Adam, NonFiniteGradient
 from convscope.snapshots import Snapshots, checked_schedule
+from convscope.swa import average_into, recompute_batchnorm
 
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
 GROWTH_LIMIT = 100  # a loss this many times the first one (or chance level, log(classes)) is divergence
@@ -48,7 +51,9 @@ class History:
     """Per-epoch metrics of a fit, like Keras' History: `history["loss"][epoch]`.
 
     best_epoch: with keep_best, the (1-based) epoch whose weights the model ends with;
-    stopped_early: whether early_stop ended the fit before its last epoch.
+    stopped_early: whether early_stop ended the fit before its last epoch;
+    averaged: with swa_epochs, {"epochs": how many were averaged, and "val_loss", "val_accuracy" of the
+    averaged weights when there is validation_data} (the per-epoch metrics are SGD's own weights').
     """
 
     history: dict = field(
@@ -56,6 +61,7 @@ class History:
     )
     best_epoch: int | None = None
     stopped_early: bool = False
+    averaged: dict | None = None
 
     def record(self, **metrics):
         for key, value in metrics.items():
@@ -121,16 +127,33 @@ def _progress(total: int, epoch: int, epochs: int, verbose: int, initial: int = 
     )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_swa_arguments(swa_epochs, swa_lr, keep_best, early_stop):
+    if not _is_int(swa_epochs) or swa_epochs < 0:
+        raise ValueError(f"fit: swa_epochs must be a whole number >= 0, got {swa_epochs!r}")
+    if swa_epochs == 0:
+        if swa_lr is not None:
+            raise ValueError("fit: swa_lr is the learning rate of the swa_epochs: give swa_epochs too")
+        return
+    ok = isinstance(swa_lr, (int, float, np.floating)) and not isinstance(swa_lr, bool)
+    if not (ok and math.isfinite(swa_lr) and swa_lr > 0):
+        raise ValueError(f"fit: swa_epochs needs swa_lr, a learning rate > 0, got {swa_lr!r}")
+    if keep_best is not None or early_stop is not None:
+        option = "keep_best" if keep_best is not None else "early_stop"
+        raise ValueError(f"fit: {option} and swa_epochs exclude each other (the average is the result)")
+
+
 def _check_fit_arguments(epochs, batch_size, keep_best, early_stop, has_validation: bool):
     """The metric to monitor (keep_best, else val_loss when early stopping, else None); or a ValueError."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not _is_int(value) or value < 1:
             raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
     if keep_best is not None and keep_best not in MONITORS:
         raise ValueError(f"fit: keep_best must be one of {', '.join(MONITORS)}, got {keep_best!r}")
-    if early_stop is not None and (
-        isinstance(early_stop, bool) or not isinstance(early_stop, (int, np.integer)) or early_stop < 1
-    ):
+    if early_stop is not None and (not _is_int(early_stop) or early_stop < 1):
         raise ValueError(f"fit: early_stop must be a patience of at least 1 epoch, got {early_stop!r}")
     monitor = keep_best or ("val_loss" if early_stop is not None else None)
     if monitor and monitor.startswith("val_") and not has_validation:
@@ -187,11 +210,13 @@ class _Run:
     x: np.ndarray
     y: np.ndarray
     validation: tuple | None
-    epochs: int
+    epochs: int  # the schedule's, then swa_epochs more
     batch_size: int
     shuffle: bool
     augment: object
     lr_schedule: object
+    swa_epochs: int
+    swa_lr: float | None
     verbose: int
     checkpoint: str | None
     keep_best: str | None
@@ -209,6 +234,10 @@ class _Run:
     @property
     def batches(self) -> int:
         return -(-self.x.shape[0] // self.batch_size)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.swa_epochs
 
 
 def fit(
@@ -228,6 +257,8 @@ def fit(
     keep_best=None,
     early_stop=None,
     snapshots=None,
+    swa_epochs=0,
+    swa_lr=None,
 ):
     """Train `model` on images x (N, H, W, C) and class ids y (N,); returns a History.
 
@@ -245,12 +276,18 @@ def fit(
     snapshots: 'epoch' or a number of steps N: record the first conv layer's kernels and the first
     training image's first-layer feature maps before training and then every epoch or every N steps,
     into `model.snapshots` (saved with the model and in checkpoints; see convscope.snapshots).
+    swa_epochs, swa_lr: stochastic weight averaging (convscope.swa): after the `epochs` (and their
+    lr_schedule), train swa_epochs more at the constant learning rate swa_lr, and end with the mean of
+    the weights after each of those epochs, batch normalisation's statistics measured afresh on x;
+    History.averaged holds its validation metrics. A checkpoint keeps the average so far; a finished run
+    can be resumed with swa_epochs added.
     """
     x = model._prepare(x)
     if x.shape[0] == 0:
         raise ValueError("fit needs at least one training image")
     y = check_labels(y, x.shape[0], model.num_classes)
     validation = _checked_validation(model, validation_data)
+    _check_swa_arguments(swa_epochs, swa_lr, keep_best, early_stop)
     monitor = _check_fit_arguments(epochs, batch_size, keep_best, early_stop, validation is not None)
     checkpoint = resume if checkpoint is None else checkpoint
     checkpoint = None if checkpoint is None else os.fspath(checkpoint)
@@ -264,6 +301,8 @@ def fit(
         "label_smoothing": model.label_smoothing,
         "seed": int(seed),
         "snapshots": None if snapshots is None else checked_schedule(snapshots),
+        "swa_epochs": int(swa_epochs),
+        "swa_lr": None if swa_lr is None else float(swa_lr),
     }
     run = _Run(
         model=model,
@@ -275,6 +314,8 @@ def fit(
         shuffle=settings["shuffle"],
         augment=augment,
         lr_schedule=lr_schedule,
+        swa_epochs=settings["swa_epochs"],
+        swa_lr=settings["swa_lr"],
         verbose=verbose,
         checkpoint=checkpoint,
         keep_best=keep_best,
@@ -298,14 +339,14 @@ def fit(
     history = History(state.history)
     with _deferred_interrupts(checkpoint is not None) as interrupted:
         run.interrupted = interrupted
-        while state.epoch < run.epochs and not _patience_exhausted(run, state):
+        while state.epoch < run.total_epochs and not _patience_exhausted(run, state):
             _train_epoch(run, state)
             _end_epoch(run, state, history)
     return _finish(run, state, history)
 
 
 def _position(state, run) -> str:
-    text = f"{state.epoch} of {run.epochs} epochs done, step {state.step}"
+    text = f"{state.epoch} of {run.total_epochs} epochs done, step {state.step}"
     if state.batch:
         text += f", {state.batch} of {run.batches} batches into epoch {state.epoch + 1}"
     return text
@@ -321,7 +362,7 @@ def _train_epoch(run: _Run, state) -> None:
     if state.batch == 0:
         state.order = state.rng.permutation(n) if run.shuffle else np.arange(n)
         state.running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
-    with _progress(run.batches, state.epoch + 1, run.epochs, run.verbose, initial=state.batch) as bar:
+    with _progress(run.batches, state.epoch + 1, run.total_epochs, run.verbose, initial=state.batch) as bar:
         for b in range(state.batch, run.batches):
             idx = state.order[b * run.batch_size : (b + 1) * run.batch_size]
             loss, logits = _train_step(run, state, idx)
@@ -346,7 +387,9 @@ def _train_step(run: _Run, state, idx):
     """One optimiser step on the images `idx`: (loss, logits); TrainingDiverged if it is not finite."""
     model = run.model
     batch = run.x[idx] if run.augment is None else run.augment(run.x[idx], state.rng)
-    if run.lr_schedule is not None:
+    if state.step >= run.epochs * run.batches and run.swa_epochs:
+        model.optimizer.lr = run.swa_lr
+    elif run.lr_schedule is not None:
         model.optimizer.lr = run.lr_schedule(state.step, run.epochs * run.batches)
     run.trial_weights = _copy_weights(model, into=run.trial_weights)
     try:
@@ -451,13 +494,18 @@ def _end_epoch(run: _Run, state, history: History) -> None:
     history.record(**metrics)
     state.epoch, state.batch, state.order = state.epoch + 1, 0, None
     note = _track_best(run, state, metrics)
+    if state.epoch > run.epochs:
+        state.swa_weights = state.swa_weights or {k: v.copy() for k, v in run.model.parameters().items()}
+        average_into(state.swa_weights, run.model.parameters(), state.swa_count)
+        state.swa_count += 1
+        note += f"  (averaged {state.swa_count})"
     if run.snapshots is not None:
         run.snapshots.take(run.model, state.step, state.epoch, epoch_done=True)
     if run.checkpoint is not None:
         _save(run, state)
     if run.verbose:
         summary = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        print(f"epoch {state.epoch}/{run.epochs}  {summary}{note}", flush=True)
+        print(f"epoch {state.epoch}/{run.total_epochs}  {summary}{note}", flush=True)
     if run.interrupted():
         if run.verbose:
             print(
@@ -487,8 +535,11 @@ def _track_best(run: _Run, state, metrics: dict) -> str:
 
 
 def _finish(run: _Run, state, history: History) -> History:
-    """Mark an early stop, and with keep_best put the best epoch's weights back into the model."""
-    history.stopped_early = state.epoch < run.epochs and _patience_exhausted(run, state)
+    """Mark an early stop, with keep_best put the best epoch's weights back into the model, and with
+    swa_epochs the averaged ones."""
+    history.stopped_early = state.epoch < run.total_epochs and _patience_exhausted(run, state)
+    if state.swa_count:
+        history.averaged = _load_average(run, state)
     if run.keep_best and state.best_weights is not None:
         run.model.load_state_dict(state.best_weights)
         history.best_epoch = state.best["epoch"]
@@ -498,3 +549,17 @@ def _finish(run: _Run, state, history: History) -> History:
                 flush=True,
             )
     return history
+
+
+def _load_average(run: _Run, state) -> dict:
+    """Put the averaged weights into the model, measure batch normalisation's statistics for them on
+    the (unaugmented) training images, and evaluate: History.averaged."""
+    run.model.load_state_dict({**run.model.state_dict(), **state.swa_weights})
+    recompute_batchnorm(run.model, run.model.standardize(run.x), run.batch_size)
+    averaged = {"epochs": state.swa_count}
+    if run.validation is not None:
+        averaged["val_loss"], averaged["val_accuracy"] = run.model.evaluate(*run.validation)
+    if run.verbose:
+        metrics = "".join(f"  {k}={v:.4f}" for k, v in averaged.items() if k != "epochs")
+        print(f"averaged the weights of the last {state.swa_count} epochs{metrics}", flush=True)
+    return averaged

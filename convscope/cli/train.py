@@ -180,6 +180,13 @@ def cmd_train(args):
         f"seed {args.seed}, "
         f"augmentation {_augmentation_text(crop_padding, cutout) if augment else 'off'}"
     )
+    swa_lr = None
+    if args.swa_epochs:
+        swa_lr = lr / 10 if args.swa_lr is None else args.swa_lr
+        print(
+            f"then stochastic weight averaging: {plural(args.swa_epochs, 'more epoch')} at lr {swa_lr:g}, "
+            "ending with the mean of the weights after each"
+        )
     model.fit(
         images,
         labels,
@@ -188,6 +195,8 @@ def cmd_train(args):
         seed=args.seed,
         augment=augment,
         lr_schedule=_make_schedule(args.schedule, lr),
+        swa_epochs=args.swa_epochs,
+        swa_lr=swa_lr,
         **fit_options,
     )
     model.save(args.out)
@@ -255,6 +264,11 @@ def check_train_arguments(parser, args):
         parser.fail("--keep-best", f"{args.keep_best} is measured on held-out images: give --val-split too")
     if args.early_stop is not None and args.keep_best is None and args.val_split is None:
         parser.fail("--early-stop", "watches val_loss: give --val-split too (or --keep-best loss)")
+    if args.swa_lr is not None and not args.swa_epochs:
+        parser.fail("--swa-lr", "is the learning rate of the averaged epochs: give --swa-epochs too")
+    for flag, value in (("--keep-best", args.keep_best), ("--early-stop", args.early_stop)):
+        if args.swa_epochs and value is not None:
+            parser.fail(flag, "and --swa-epochs exclude each other: the averaged weights are the result")
     for flag, path in (("--checkpoint", args.checkpoint), ("--resume", args.resume)):
         if path is not None and os.path.abspath(path) == os.path.abspath(args.out):
             parser.fail(flag, f"must be another file than --out, got {path} for both")
@@ -264,7 +278,8 @@ def check_train_arguments(parser, args):
 
 
 def add_reliability_arguments(train):
-    """`train` options for long runs: validation split, checkpoints and resuming, best epoch, early stop."""
+    """`train` options for long runs: validation split, checkpoints and resuming, best epoch, early stop,
+    weight averaging."""
     group = train.add_argument_group("long runs")
     group.add_argument("--val-split", type=val_split, metavar="FRACTION|last:N", help=VAL_SPLIT_HELP)
     group.add_argument(
@@ -291,6 +306,21 @@ def add_reliability_arguments(train):
         type=positive_int,
         metavar="PATIENCE",
         help="stop when --keep-best's metric (else val_loss) has not improved for PATIENCE epochs",
+    )
+    group.add_argument(
+        "--swa-epochs",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="stochastic weight averaging: after --epochs, train N more at the constant --swa-lr and save "
+        "the mean of the weights after each (batch norm statistics measured afresh); a finished run's "
+        "checkpoint can be resumed with --swa-epochs added",
+    )
+    group.add_argument(
+        "--swa-lr",
+        type=positive_float,
+        metavar="LR",
+        help="the learning rate of the --swa-epochs (default: a tenth of --lr)",
     )
 
 

@@ -24,6 +24,8 @@ SETTINGS = {
     "keep_best": None,
     "label_smoothing": 0.0,
     "seed": 0,
+    "swa_epochs": 1,
+    "swa_lr": 0.01,
 }
 X = np.random.default_rng(0).random((8, 4, 4, 1), dtype=np.float32)
 Y = np.arange(8) % 3
@@ -36,10 +38,11 @@ def tiny_model():
 
 
 def seed_files(folder):
-    """(model file bytes, checkpoint bytes) of a tiny model."""
+    """(model file bytes, checkpoint bytes) of a tiny model; the checkpoint holds averaged weights too."""
     model = tiny_model().compile(Adam(1e-2))
     model.save(folder / "seed.convscope")
-    model.fit(X, Y, epochs=1, batch_size=4, verbose=0, checkpoint=folder / "seed-ck.convscope")
+    checkpoint = folder / "seed-ck.convscope"
+    model.fit(X, Y, epochs=1, batch_size=4, verbose=0, checkpoint=checkpoint, swa_epochs=1, swa_lr=0.01)
     return (folder / "seed.convscope").read_bytes(), (folder / "seed-ck.convscope").read_bytes()
 
 
