@@ -6,7 +6,7 @@ constant learning rate, and the weights at the end of each of those epochs are a
 rate bounces around a wide, flat region of low loss; the average lands near its centre, which tends to
 generalise better than any single point SGD visits. Batch normalisation's running statistics belong to
 none of the averaged networks, so they are measured afresh for the averaged weights, in one more pass
-over the training images (`recompute_batchnorm`, torch's `update_bn`).
+over the training images, augmented as in training (`recompute_batchnorm`, torch's `update_bn`).
 """
 
 import numpy as np
@@ -30,12 +30,14 @@ def batchnorm_layers(model) -> list:
     return found
 
 
-def recompute_batchnorm(model, x, batch_size: int = 128, rng=None) -> int:
-    """Set the running mean and variance of every BatchNorm2D to the average, over the batches of the
-    prepared (standardised) images x (N, H, W, C) in order, of the batch statistics each layer sees in a
-    training-mode forward pass, as torch.optim.swa_utils.update_bn (momentum None). Returns the number
-    of BatchNorm2D layers; with none, nothing runs. `rng` drives dropout layers, if any (default: a
-    Generator seeded 0)."""
+def recompute_batchnorm(model, batches, rng=None) -> int:
+    """Set the running mean and variance of every BatchNorm2D to the average, over `batches` (an iterable
+    of prepared, standardised training batches (N, H, W, C)), of the batch statistics each layer sees in a
+    training-mode forward pass, as torch.optim.swa_utils.update_bn (momentum None) does over a training
+    loader. Give the batches as training saw them, augmentation included: the running statistics the
+    weights were trained with are those of augmented images, and clean images alone measure other ones.
+    `rng` drives dropout layers, if any (default: a Generator seeded 0). Returns the number of
+    BatchNorm2D layers; with none, nothing runs."""
     layers = batchnorm_layers(model)
     if not layers:
         return 0
@@ -43,10 +45,10 @@ def recompute_batchnorm(model, x, batch_size: int = 128, rng=None) -> int:
     runner = model._parallel()
     rng = np.random.default_rng(0) if rng is None else rng
     try:
-        for index, start in enumerate(range(0, x.shape[0], batch_size)):
+        for index, batch in enumerate(batches):
             for layer in layers:  # a cumulative mean: batch k gets weight 1 / (k + 1)
                 layer.momentum = 1.0 / (index + 1)
-            runner.record_batch_statistics(x[start : start + batch_size], rng)
+            runner.record_batch_statistics(batch, rng)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum

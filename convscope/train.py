@@ -386,7 +386,7 @@ def _train_epoch(run: _Run, state) -> None:
 def _train_step(run: _Run, state, idx):
     """One optimiser step on the images `idx`: (loss, logits); TrainingDiverged if it is not finite."""
     model = run.model
-    batch = run.x[idx] if run.augment is None else run.augment(run.x[idx], state.rng)
+    batch = _training_batch(run, idx, state.rng)
     if state.step >= run.epochs * run.batches and run.swa_epochs:
         model.optimizer.lr = run.swa_lr
     elif run.lr_schedule is not None:
@@ -410,6 +410,11 @@ def _train_step(run: _Run, state, idx):
     run.good_weights, run.trial_weights = run.trial_weights, run.good_weights
     run.lowest_loss, run.last_loss = min(run.lowest_loss, loss), loss
     return loss, logits
+
+
+def _training_batch(run: _Run, idx, rng):
+    """The raw training images `idx`, augmented when the fit augments."""
+    return run.x[idx] if run.augment is None else run.augment(run.x[idx], rng)
 
 
 def _copy_weights(model, into=None) -> dict:
@@ -552,10 +557,13 @@ def _finish(run: _Run, state, history: History) -> History:
 
 
 def _load_average(run: _Run, state) -> dict:
-    """Put the averaged weights into the model, measure batch normalisation's statistics for them on
-    the (unaugmented) training images, and evaluate: History.averaged."""
+    """Put the averaged weights into the model, measure batch normalisation's statistics for them in one
+    more epoch's batches (shuffled and augmented as in training, drawn from the fit's Generator), and
+    evaluate: History.averaged."""
     run.model.load_state_dict({**run.model.state_dict(), **state.swa_weights})
-    recompute_batchnorm(run.model, run.model.standardize(run.x), run.batch_size)
+    order = batch_indices(run.x.shape[0], run.batch_size, state.rng if run.shuffle else None)
+    batches = (run.model.standardize(_training_batch(run, idx, state.rng)) for idx in order)
+    recompute_batchnorm(run.model, batches, state.rng)
     averaged = {"epochs": state.swa_count}
     if run.validation is not None:
         averaged["val_loss"], averaged["val_accuracy"] = run.model.evaluate(*run.validation)

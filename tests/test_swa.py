@@ -73,7 +73,7 @@ def test_recompute_batchnorm_matches_torch_update_bn(digits):
     net = to_torch(model).double()
     batches = [images_to_torch(x[i : i + 40]).double() for i in range(0, len(x), 40)]  # 40, 40, 16
     update_bn(batches, net)
-    assert recompute_batchnorm(model, x, batch_size=40) == 2
+    assert recompute_batchnorm(model, [x[i : i + 40] for i in range(0, len(x), 40)]) == 2
     torch_bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for ours, theirs in zip(batchnorm_layers(model), torch_bns, strict=True):
         np.testing.assert_allclose(ours.buffers["running_mean"], theirs.running_mean.numpy(), atol=2e-5)
@@ -86,22 +86,27 @@ def test_recompute_batchnorm_combines_the_shards_of_two_workers(digits):
     ones see activations each shard normalised on its own (as in training; convscope.parallel)."""
     x, _ = digits
     one, two = bn_net(workers=1), bn_net(workers=2)
-    recompute_batchnorm(one, x, batch_size=48)
-    recompute_batchnorm(two, x, batch_size=48)
+    recompute_batchnorm(one, [x[:48], x[48:]])
+    recompute_batchnorm(two, [x[:48], x[48:]])
     (a, b), (deep_a, deep_b) = zip(batchnorm_layers(one), batchnorm_layers(two), strict=True)
     np.testing.assert_allclose(a.buffers["running_mean"], b.buffers["running_mean"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.buffers["running_var"], b.buffers["running_var"], rtol=1e-5)
     np.testing.assert_allclose(deep_a.buffers["running_var"], deep_b.buffers["running_var"], rtol=1e-2)
 
 
+def brighter(batch, rng):
+    """An 'augmentation' that moves every pixel: batch norm statistics of augmented images differ."""
+    return batch + 0.5
+
+
 def test_fit_ends_with_the_mean_of_the_averaged_epochs(digits, tmp_path):
     """Two epochs, then three averaged at swa_lr: the result is the mean of the weights after epochs 3,
-    4 and 5 of the same run (read from checkpoints of it), with batch norm measured for that mean."""
+    4 and 5 of the same run (read from checkpoints of it), with batch norm measured for that mean on the
+    training batches as augmented in training (in order here: shuffle=False)."""
     path = tmp_path / "run.ckpt"
+    same = {"batch_size": 32, "verbose": 0, "swa_lr": 0.01, "shuffle": False, "augment": brighter}
     averaged = bn_net()
-    history = averaged.fit(
-        *digits, epochs=2, batch_size=32, verbose=0, swa_epochs=3, swa_lr=0.01, validation_data=digits
-    )
+    history = averaged.fit(*digits, epochs=2, swa_epochs=3, validation_data=digits, **same)
     assert history.epochs == 5 and history.averaged["epochs"] == 3
     assert history.averaged["val_accuracy"] == averaged.evaluate(*digits)[1]
 
@@ -109,19 +114,21 @@ def test_fit_ends_with_the_mean_of_the_averaged_epochs(digits, tmp_path):
     for epochs in (3, 4, 5):  # the same run, stopped after each epoch: resuming is bit-identical
         model = bn_net()
         resume = path if epochs > 3 else None
-        model.fit(
-            *digits, epochs=2, swa_epochs=epochs - 2, swa_lr=0.01, batch_size=32, verbose=0,
-            checkpoint=path, resume=resume,
-        )  # fmt: skip
+        model.fit(*digits, epochs=2, swa_epochs=epochs - 2, checkpoint=path, resume=resume, **same)
         weights.append(params_of(convscope.load(path)))  # SGD's weights, not the average
     mean = {k: np.mean([w[k] for w in weights], axis=0) for k in weights[0]}
     for key, value in mean.items():
         np.testing.assert_allclose(averaged.parameters()[key], value, rtol=1e-5, atol=1e-6)
-    expected = bn_net()
-    expected.load_state_dict({**expected.state_dict(), **averaged.parameters()})
-    recompute_batchnorm(expected, digits[0], batch_size=32)
-    for a, b in zip(batchnorm_layers(averaged), batchnorm_layers(expected), strict=True):
-        np.testing.assert_array_equal(a.buffers["running_mean"], b.buffers["running_mean"])
+    x = digits[0]
+    batches = {"augmented": [x[i : i + 32] + 0.5 for i in range(0, len(x), 32)], "clean": [x[:32], x[32:]]}
+    means = {}
+    for kind, images in batches.items():
+        expected = bn_net()
+        expected.load_state_dict({**expected.state_dict(), **averaged.parameters()})
+        recompute_batchnorm(expected, images)
+        means[kind] = batchnorm_layers(expected)[0].buffers["running_mean"]
+    np.testing.assert_array_equal(batchnorm_layers(averaged)[0].buffers["running_mean"], means["augmented"])
+    assert not np.allclose(means["augmented"], means["clean"])
 
 
 def test_the_lr_is_swa_lr_in_the_averaged_epochs(digits):
