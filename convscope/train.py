@@ -278,7 +278,8 @@ def fit(
     into `model.snapshots` (saved with the model and in checkpoints; see convscope.snapshots).
     swa_epochs, swa_lr: stochastic weight averaging (convscope.swa): after the `epochs` (and their
     lr_schedule), train swa_epochs more at the constant learning rate swa_lr, and end with the mean of
-    the weights after each of those epochs, batch normalisation's statistics measured afresh on x;
+    the weights after each of those epochs, batch normalisation's statistics measured afresh over one
+    more epoch of x's batches, shuffled and augmented as in training;
     History.averaged holds its validation metrics. A checkpoint keeps the average so far; a finished run
     can be resumed with swa_epochs added.
     """
